@@ -236,6 +236,10 @@ class Model:
     metadata: list[tuple[str, Buffer]] = field(default_factory=list)
     # Not part of the flatbuffer: what tflc knows about where the model came from.
     keras_layers: list[str] = field(default_factory=list)
+    # Set by the partition pass: standalone stage models in execution order. Stage inputs and
+    # outputs are named tensors; a stage input's value comes from the model input or the earlier
+    # stage output of the same name (the handoff contract in manifest.json is derived from that).
+    stages: list["Model"] | None = None
 
     @property
     def main(self) -> Subgraph:
