@@ -1,0 +1,227 @@
+"""Write a build folder atomically: stage files, manifest.json, ops.json, register_ops.cc, reports.
+
+The folder is assembled in a temporary sibling and renamed into place, so a failed compile
+leaves no partial folder and an existing build is replaced only by a complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import compiler
+from compiler.errors import BuildFolderError
+from compiler.ir import Model, Tensor, flatbuffer, type_name
+from compiler.progress import bar
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+def tensor_entry(t: Tensor) -> dict[str, Any]:
+    return {"name": t.name, "shape": [int(d) for d in t.shape], "dtype": type_name(t.type),
+            "quantization": t.quantization.to_json() if t.quantization is not None else None}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def handoff_plan(model: Model) -> dict[str, Any]:
+    """Derive the handoff contract from stage I/O names: where each stage input comes from,
+    where each model output is produced, and after which stage each handoff tensor can be dropped."""
+    stages = model.stages or [model]
+    model_inputs = [t.name for t in model.inputs]
+    produced: dict[str, int] = {}  # tensor name -> stage that produced it (latest)
+    stage_sources: list[list[dict]] = []
+    uses: dict[str, list[int]] = {}
+    for k, st in enumerate(stages):
+        sources = []
+        for t in st.inputs:
+            if t.name in produced:
+                src = {"stage": produced[t.name], "output": t.name}
+            elif t.name in model_inputs:
+                src = {"model_input": t.name}
+            else:
+                raise BuildFolderError(f"internal error: stage {k} input {t.name!r} is neither a model input "
+                                       "nor an output of an earlier stage")
+            uses.setdefault(t.name, []).append(k)
+            sources.append(src)
+        stage_sources.append(sources)
+        for t in st.outputs:
+            produced[t.name] = k
+    output_sources = []
+    for t in model.outputs:
+        if t.name not in produced:
+            raise BuildFolderError(f"internal error: model output {t.name!r} is produced by no stage")
+        output_sources.append({"stage": produced[t.name], "output": t.name})
+    out_names = {t.name for t in model.outputs}
+    handoff = []
+    for name, consumers in uses.items():
+        entry = {"name": name, "produced_by": produced.get(name) if name not in model_inputs else None,
+                 "consumed_by": consumers,
+                 "drop_after": None if name in out_names else max(consumers)}
+        handoff.append(entry)
+    return {"stage_sources": stage_sources, "output_sources": output_sources, "handoff": handoff}
+
+
+def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None, pipeline: str = "",
+                report: dict[str, Any] | None = None, sample_inputs: dict[str, np.ndarray] | None = None) -> Path:
+    """Write `model` (and its stages, if partitioned) as a build folder. Returns the folder path."""
+    from kernels.registration import ops_table, register_ops_cc
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        stages = model.stages or [model]
+        plan = handoff_plan(model)
+        stage_entries = []
+        for k, st in enumerate(bar(stages, label="writing stages")):
+            fname = f"stage_{k:02d}.tflite"
+            data = flatbuffer.dumps(st)
+            (tmp / fname).write_bytes(data)
+            stage_entries.append({
+                "index": k, "file": fname, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                "inputs": [dict(tensor_entry(t), source=src) for t, src in zip(st.inputs, plan["stage_sources"][k])],
+                "outputs": [tensor_entry(t) for t in st.outputs],
+                "ops": sorted({op.name for _, op in st.operators()}),
+            })
+            del data
+        table = ops_table(stages)
+        (tmp / "ops.json").write_text(json.dumps(table, indent=1))
+        (tmp / "register_ops.cc").write_text(register_ops_cc(table))
+        rep = dict(report or {})
+        quant = (rep.get("passes", {}).get("quantize") or {}).get("mode", "float")
+        manifest = {
+            "format": FORMAT,
+            "tflc_version": compiler.__version__,
+            "pipeline": pipeline,
+            "source": getattr(source, "spec", None),
+            "fixture": getattr(getattr(source, "fixture", None), "name", None),
+            "quantization": quant,
+            "inputs": [tensor_entry(t) for t in model.inputs],
+            "outputs": [dict(tensor_entry(t), source=src) for t, src in zip(model.outputs, plan["output_sources"])],
+            "stages": stage_entries,
+            "handoff": plan["handoff"],
+        }
+        if sample_inputs:
+            np.savez(tmp / "sample_input.npz", **sample_inputs)
+            manifest["sample_input"] = {"file": "sample_input.npz", "sha256": sha256_file(tmp / "sample_input.npz")}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        rep.update(_sizes(model, stage_entries))
+        (tmp / "report.json").write_text(json.dumps(rep, indent=1, default=_jsonable))
+        (tmp / "report.md").write_text(report_markdown(manifest, rep))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _sizes(model: Model, stage_entries: list[dict]) -> dict[str, Any]:
+    stages = model.stages or [model]
+    hist: dict[str, int] = {}
+    for st in stages:
+        for name, n in st.op_histogram().items():
+            hist[name] = hist.get(name, 0) + n
+    out: dict[str, Any] = {
+        "total_bytes": sum(s["bytes"] for s in stage_entries),
+        "stage_bytes": [s["bytes"] for s in stage_entries],
+        "parameter_count": sum(st.parameter_count() for st in stages),
+        "op_histogram": dict(sorted(hist.items(), key=lambda kv: -kv[1])),
+    }
+    try:
+        from compiler import memory
+    except ImportError:
+        return out
+    out["memory_estimate"] = memory.estimate_run(stages)
+    return out
+
+
+def _mib(n) -> str:
+    return f"{n / 2**20:.1f} MiB" if isinstance(n, (int, float)) else str(n)
+
+
+def report_markdown(manifest: dict, rep: dict) -> str:
+    lines = [f"# tflc build report: {manifest.get('source')}", "",
+             f"- tflc {manifest['tflc_version']}, pipeline `{manifest['pipeline']}`",
+             f"- quantization: {manifest['quantization']}",
+             f"- stages: {len(manifest['stages'])}, total {_mib(rep.get('total_bytes', 0))}, "
+             f"parameters {rep.get('parameter_count', 0):,}"]
+    if "compile_seconds" in rep:
+        lines.append(f"- compile wall time {rep['compile_seconds']:.1f} s, peak RSS {_mib(rep.get('peak_rss_bytes', 0))}")
+    lines += ["", "## Passes", "", "| pass | seconds |", "|---|---|"]
+    for t in rep.get("timings", []):
+        lines.append(f"| `{t['pass']}` | {t['seconds']:.3f} |")
+    lines += ["", "## Stages", "", "| stage | bytes | inputs | outputs | ops |", "|---|---|---|---|---|"]
+    for s in manifest["stages"]:
+        lines.append(f"| {s['file']} | {s['bytes']:,} | {len(s['inputs'])} | {len(s['outputs'])} | {len(s['ops'])} kinds |")
+    est = rep.get("memory_estimate")
+    if isinstance(est, dict):
+        lines += ["", "## Memory estimate", "", "```", json.dumps(est, indent=1, default=str)[:4000], "```"]
+    lines += ["", "## Op histogram", "", "| op | count |", "|---|---|"]
+    for name, n in rep.get("op_histogram", {}).items():
+        lines.append(f"| {name} | {n} |")
+    for name, notes in rep.get("passes", {}).items():
+        lines += ["", f"## {name}", "", "```", json.dumps(notes, indent=1, default=_jsonable)[:4000], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def read_manifest(build_dir: str | os.PathLike) -> dict:
+    d = Path(build_dir)
+    if not d.exists():
+        raise BuildFolderError(f"{d}: no such build folder")
+    if not d.is_dir():
+        raise BuildFolderError(f"{d}: not a folder (expected a build folder with {MANIFEST})")
+    p = d / MANIFEST
+    if not p.is_file():
+        raise BuildFolderError(f"{d}: no {MANIFEST}; is this a tflc build folder?")
+    try:
+        manifest = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise BuildFolderError(f"{p}: unreadable manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "stages" not in manifest:
+        raise BuildFolderError(f"{p}: not a tflc manifest of format {FORMAT}")
+    return manifest

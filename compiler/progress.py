@@ -1,0 +1,80 @@
+"""Progress on stderr: a spinner with elapsed time for work of unknown length, a bar for loops.
+
+stdout stays for results. On a terminal the line animates; otherwise (CI logs) one line is
+printed when the work starts and one when it ends, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import sys
+import threading
+import time
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def _enabled() -> bool:
+    return os.environ.get("TFLC_QUIET", "") == ""
+
+
+def _tty() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def spinner(message: str) -> Iterator[None]:
+    if not _enabled():
+        yield
+        return
+    start = time.perf_counter()
+    stop = threading.Event()
+
+    def spin():
+        for ch in itertools.cycle("|/-\\"):
+            if stop.wait(0.2):
+                break
+            sys.stderr.write(f"\r{ch} {message} ... {time.perf_counter() - start:6.1f} s")
+            sys.stderr.flush()
+
+    thread = None
+    if _tty():
+        thread = threading.Thread(target=spin, daemon=True)
+        thread.start()
+    else:
+        print(f"... {message}", file=sys.stderr, flush=True)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
+            sys.stderr.write("\r\033[K")
+        status = "done" if ok else "failed"
+        print(f"{status}: {message} ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+
+
+def bar(items: Iterable[T], total: int | None = None, label: str = "") -> Iterator[T]:
+    """Iterate with a progress bar on stderr."""
+    items = list(items) if total is None and not hasattr(items, "__len__") else items
+    total = total if total is not None else len(items)  # type: ignore[arg-type]
+    if not _enabled() or total == 0:
+        yield from items
+        return
+    start = time.perf_counter()
+    width = 30
+    step = max(1, total // 20)
+    for i, item in enumerate(items, 1):
+        yield item
+        if _tty() or i == total or i % step == 0:
+            filled = int(width * i / total)
+            line = f"{label} [{'#' * filled}{'.' * (width - filled)}] {i}/{total} {time.perf_counter() - start:.1f} s"
+            sys.stderr.write(("\r" + line) if _tty() else line + "\n")
+            sys.stderr.flush()
+    if _tty():
+        sys.stderr.write("\n")
