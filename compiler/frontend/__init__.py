@@ -298,25 +298,65 @@ def _load_keras_file(path: Path):
         try:
             return keras.models.load_model(path, compile=False)
         except Exception as e:
+            text = str(e)
+            cls = re.search(r"(?:Could not locate class|Unknown layer:?)\s*'?\"?([A-Za-z0-9_>.]+)", text)
+            if cls:
+                raise SourceError(f"{path}: unknown layer class {cls.group(1)!r}: import the module that defines it "
+                                  "and register it with @keras.saving.register_keras_serializable") from None
             raise SourceError(f"{path}: cannot load Keras model ({_first_line(e)})") from None
 
 
 def _from_saved_model(path: Path, batch: int | None) -> Source:
-    """A SavedModel is wrapped in a Keras model with fixed-batch inputs, then lowered like Keras."""
-    import keras
+    """A SavedModel's `serving_default` is re-exported with the batch fixed, then converted."""
+    import time
 
+    tf = _tf()
+    start = time.perf_counter()
     try:
-        layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+        loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures["serving_default"]
+    except KeyError:
+        raise SourceError(f"{path}: SavedModel has no 'serving_default' signature") from None
     except Exception as e:
         raise SourceError(f"{path}: cannot load SavedModel ({_first_line(e)})") from None
-    tf = _tf()
-    loaded = tf.saved_model.load(str(path))
-    fn = loaded.signatures["serving_default"]
     _, kwargs = fn.structured_input_signature
-    inputs = {name: keras.Input(shape=tuple(s.shape[1:]), batch_size=(s.shape[0] or batch or 1), name=name, dtype=s.dtype.name)
-              for name, s in kwargs.items()}
-    outs = layer(inputs)
-    model = keras.Model(inputs=list(inputs.values()), outputs=list(outs.values()) if isinstance(outs, dict) else outs)
-    src = from_keras(model, batch=batch, spec=str(path))
-    src.kind = "savedmodel"
+    names = sorted(kwargs)
+    specs = []
+    for name in names:
+        shape = list(kwargs[name].shape)
+        if shape and shape[0] is None:
+            shape[0] = batch or 1
+        specs.append(tf.TensorSpec(shape, kwargs[name].dtype, name=name))
+
+    @tf.autograph.experimental.do_not_convert
+    def serve(*xs):
+        return fn(**dict(zip(names, xs)))
+
+    module = tf.Module()
+    module.loaded = loaded
+    module.serve = tf.function(serve, input_signature=specs, autograph=False)
+    with tempfile.TemporaryDirectory(prefix="tflc-export-") as d:
+        with spinner(f"re-exporting {path} with a fixed batch"):
+            tf.saved_model.save(module, d, signatures={"serving_default": module.serve})
+        converter = tf.lite.TFLiteConverter.from_saved_model(d)
+        with spinner(f"converting {path} with the TFLite converter"):
+            try:
+                data = converter.convert()
+            except Exception as e:
+                message = _explain_conversion_error(e, [])
+                if "TensorList" in str(e):
+                    # The loops were traced with an unknown batch when the SavedModel was written;
+                    # fixing the batch afterwards cannot retrace them.
+                    message = (f"cannot convert {path}: its LSTM/RNN loops were saved with an unknown batch size; "
+                               "re-export it with keras.Input(..., batch_size=1), or compile the .keras file instead")
+                raise ConversionError(message) from None
+    model = flatbuffer.loads(data, origin=str(path))
+    out_names = [s.name for s in model.main.outputs]
+    sig = next((s for s in model.signature_defs if s.subgraph is model.main), None)
+    if sig is not None:
+        out_names = [n for n, _ in sig.outputs]
+    _rename_io(model, names, out_names)
+    src = Source(spec=str(path), kind="savedmodel", model=model,
+                 batch=int(model.inputs[0].shape[0]) if model.inputs and model.inputs[0].shape else 1)
+    src.convert_seconds = time.perf_counter() - start
     return src
