@@ -115,13 +115,13 @@ def test_help_explains_each_command():
 
 def test_unknown_fixture(tmp_path):
     out = tmp_path / "o"
-    assert_user_error(tflc("compile", "fixtures:nope", "-o", str(out)), "unknown fixture", "contect-small")
+    assert_user_error(tflc("compile", "fixtures:nope", "--pipeline", FLOAT_PIPELINE, "-o", str(out)), "unknown fixture", "contect-small")
     assert not out.exists()
 
 
 def test_missing_path(tmp_path):
     out = tmp_path / "o"
-    assert_user_error(tflc("compile", str(tmp_path / "missing.keras"), "-o", str(out)), "no such file")
+    assert_user_error(tflc("compile", str(tmp_path / "missing.keras"), "--pipeline", FLOAT_PIPELINE, "-o", str(out)), "no such file")
     assert not out.exists()
 
 
@@ -129,7 +129,7 @@ def test_unreadable_path(tmp_path):
     odd = tmp_path / "model.tflite"
     odd.mkdir()  # a folder where a file is expected (chmod would not stop root)
     out = tmp_path / "o"
-    assert_user_error(tflc("compile", str(odd), "-o", str(out)), "not a SavedModel")
+    assert_user_error(tflc("compile", str(odd), "--pipeline", FLOAT_PIPELINE, "-o", str(out)), "not a SavedModel")
     assert not out.exists()
 
 
@@ -137,7 +137,7 @@ def test_not_a_flatbuffer(tmp_path):
     bad = tmp_path / "notes.tflite"
     bad.write_text("these are my notes, not a model\n" * 4)
     out = tmp_path / "o"
-    assert_user_error(tflc("compile", str(bad), "-o", str(out)), "not a TFLite flatbuffer")
+    assert_user_error(tflc("compile", str(bad), "--pipeline", FLOAT_PIPELINE, "-o", str(out)), "not a TFLite flatbuffer")
     assert not out.exists()
 
 
@@ -214,6 +214,6 @@ def test_failed_compile_keeps_existing_build(small_build, tmp_path):
     before = (existing / "manifest.json").read_bytes()
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"\x00" * 64)
-    assert_user_error(tflc("compile", str(bad), "-o", str(existing)))
+    assert_user_error(tflc("compile", str(bad), "--pipeline", FLOAT_PIPELINE, "-o", str(existing)))
     assert (existing / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tflite", "keep"]
