@@ -1,0 +1,153 @@
+"""Run one .tflite with LiteRT, matching inputs and outputs by the main subgraph's tensor names.
+
+Stages have no signature defs, so names come from the input/output tensors themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from compiler.errors import InputError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ModelRef = "str | os.PathLike | bytes"
+
+
+def interpreter(model: str | os.PathLike | bytes, num_threads: int | None = None, use_xnnpack: bool = True,
+                preserve_all_tensors: bool = False):
+    """A LiteRT interpreter with tensors allocated. A path is memory-mapped by LiteRT (weights are not copied)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    kwargs: dict[str, Any] = dict(num_threads=num_threads, experimental_op_resolver_type=resolver,
+                                  experimental_preserve_all_tensors=preserve_all_tensors)
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        interp = Interpreter(model_content=bytes(model), **kwargs)
+    else:
+        interp = Interpreter(model_path=os.fspath(model), **kwargs)
+    interp.allocate_tensors()
+    return interp
+
+
+def _quant_params(q: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, zero_point) from a manifest dict, an IR Quantization or LiteRT's quantization_parameters."""
+    if q is None:
+        return None
+    if isinstance(q, Mapping):
+        scale = q.get("scale", q.get("scales"))
+        zp = q.get("zero_point", q.get("zero_points"))
+    else:
+        scale, zp = getattr(q, "scale", None), getattr(q, "zero_point", None)
+    if scale is None or len(scale) == 0:
+        return None
+    scale = np.asarray(scale, dtype=np.float32)
+    zp = np.zeros(len(scale), np.int64) if zp is None or len(zp) == 0 else np.asarray(zp, dtype=np.int64)
+    return scale, zp
+
+
+def _per_axis(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    if v.size == 1:
+        return v.reshape(())
+    shape = [1] * ndim
+    shape[axis] = v.size
+    return v.reshape(shape)
+
+
+def quantize(array: np.ndarray, quant: Any, dtype) -> np.ndarray:
+    """Float → integer with the affine scale/zero point (round half to even like numpy, then clip)."""
+    params = _quant_params(quant)
+    if params is None:
+        raise ValueError("quantize: no scale given")
+    scale, zp = params
+    axis = int(quant.get("quantized_dimension", 0) if isinstance(quant, Mapping)
+               else getattr(quant, "quantized_dimension", 0))
+    a = np.asarray(array, dtype=np.float32)
+    info = np.iinfo(dtype)
+    q = np.round(a / _per_axis(scale, a.ndim, axis)) + _per_axis(zp, a.ndim, axis)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(array: np.ndarray, quant: Any) -> np.ndarray:
+    """Integer → float32 with the affine scale/zero point; float arrays (or no quantization) pass through."""
+    a = np.asarray(array)
+    params = _quant_params(quant)
+    if params is None or not np.issubdtype(a.dtype, np.integer):
+        return a
+    scale, zp = params
+    axis = int(quant.get("quantized_dimension", 0) if isinstance(quant, Mapping)
+               else getattr(quant, "quantized_dimension", 0))
+    return ((a.astype(np.float32) - _per_axis(zp, a.ndim, axis).astype(np.float32))
+            * _per_axis(scale, a.ndim, axis)).astype(np.float32)
+
+
+def _set_inputs(interp, inputs: Mapping[str, np.ndarray], what: str) -> None:
+    details = interp.get_input_details()
+    names = [d["name"] for d in details]
+    unknown = [n for n in inputs if n not in names]
+    if unknown:
+        raise InputError(f"{what}: unknown input {unknown[0]!r}; its inputs are {', '.join(names)}")
+    for d in details:
+        if d["name"] not in inputs:
+            raise InputError(f"{what}: missing input {d['name']!r} (needs {', '.join(names)})")
+        value = np.asarray(inputs[d["name"]])
+        want = np.dtype(d["dtype"])
+        if value.dtype != want:
+            params = d["quantization_parameters"]
+            if np.issubdtype(value.dtype, np.floating) and np.issubdtype(want, np.integer) and len(params["scales"]):
+                value = quantize(value, params, want)
+            elif np.issubdtype(value.dtype, np.floating) and np.issubdtype(want, np.floating):
+                value = value.astype(want)
+            else:
+                raise InputError(f"{what}: input {d['name']!r} has dtype {want}, got {value.dtype}")
+        if tuple(value.shape) != tuple(d["shape"]):
+            raise InputError(f"{what}: input {d['name']!r}: shape {tuple(int(x) for x in d['shape'])} expected, "
+                             f"got {tuple(value.shape)}")
+        interp.set_tensor(d["index"], np.ascontiguousarray(value))
+
+
+def _label(model) -> str:
+    return "model" if isinstance(model, (bytes, bytearray, memoryview)) else Path(model).name
+
+
+def run_tflite(model: str | os.PathLike | bytes, inputs: Mapping[str, np.ndarray], num_threads: int | None = None,
+               use_xnnpack: bool = True) -> dict[str, np.ndarray]:
+    """Run one .tflite (path or bytes). Inputs and outputs are keyed by the main subgraph's tensor names.
+
+    A float array for an int8/int16/uint8 input with a scale is quantized with the tensor's parameters;
+    outputs come back as stored (use `dequantize` with the output's quantization for floats)."""
+    interp = interpreter(model, num_threads=num_threads, use_xnnpack=use_xnnpack)
+    try:
+        _set_inputs(interp, inputs, _label(model))
+        interp.invoke()
+        return {d["name"]: np.array(interp.get_tensor(d["index"])) for d in interp.get_output_details()}
+    finally:
+        del interp
+
+
+def intermediates(model: str | os.PathLike | bytes, inputs: Mapping[str, np.ndarray], num_threads: int | None = None,
+                  use_xnnpack: bool = False) -> dict[str, np.ndarray]:
+    """Every main-subgraph tensor that holds data after one invoke, keyed by name (copies).
+
+    XNNPACK is off by default: tensors inside a delegated partition are never written, so
+    with it on only the partition boundaries would come back."""
+    interp = interpreter(model, num_threads=num_threads, use_xnnpack=use_xnnpack, preserve_all_tensors=True)
+    try:
+        _set_inputs(interp, inputs, _label(model))
+        interp.invoke()
+        out: dict[str, np.ndarray] = {}
+        for d in interp.get_tensor_details(0):
+            try:
+                value = interp.get_tensor(d["index"], 0)
+            except ValueError:  # no data (e.g. a tensor inside a delegated partition)
+                continue
+            if value is None:
+                continue
+            out.setdefault(d["name"], np.array(value))
+        return out
+    finally:
+        del interp
