@@ -158,3 +158,23 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 def is_flex(custom_code: str | None) -> bool:
     return bool(custom_code) and custom_code.startswith(FLEX_PREFIX)
+
+
+def required_runtime(models) -> tuple[str, bool]:
+    """(minimum TFLite runtime that has every builtin (op, version) of `models`, estimated?) — what the
+    converter writes as `min_runtime_version` metadata; passes that bump op versions make that entry stale."""
+    best, estimated = "1.5.0", False
+    for m in models:
+        for _, op in m.operators():
+            found = min_runtime(op.name, int(op.version or 1))
+            if found is None:
+                continue
+            if _newer(found[0], best):
+                best, estimated = found
+            elif found[0] == best:
+                estimated = estimated or found[1]
+    return best, estimated
+
+
+def _newer(a: str, b: str) -> bool:
+    return parse_version(a) > parse_version(b)

@@ -57,8 +57,10 @@ def format_table(table: dict, labels: list[str], statuses: dict[tuple, str] | No
             row.append(statuses[key])
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < 1 else c.rjust(w) if c.isdigit() or c == "" else c.ljust(w)
-                       for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    def cell(i: int, c: str, w: int) -> str:  # numbers right-aligned, names left-aligned
+        return c.rjust(w) if i > 0 and (c.isdigit() or c == "") else c.ljust(w)
+
+    lines = ["  ".join(cell(i, c, w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     total = sum(e["count"] for e in table["union"])
     lines.append(f"{len(table['union'])} (op, version) pairs, {total} operators")

@@ -10,9 +10,9 @@ from typing import Iterable
 from ai_edge_litert import schema_py_generated as schema
 
 from compiler.ir.core import Model, Operator
+from kernels.catalogue import is_flex, registration_function
 
 FORMAT = 1
-FLEX_PREFIX = "Flex"  # the converter names Select-TF ops "Flex<TfOpName>"
 
 
 def op_key(op: Operator) -> tuple[str, int]:
@@ -25,7 +25,7 @@ def _entry(name: str, version: int, count: int) -> dict:
     if name.startswith("CUSTOM:"):
         code = name.split(":", 1)[1]
         e["custom_code"] = code
-        e["kind"] = "flex" if code.startswith(FLEX_PREFIX) else "custom"
+        e["kind"] = "flex" if is_flex(code) else "custom"  # the converter names Select-TF ops Flex<TfOp>
     else:
         e["kind"] = "builtin"
         e["builtin_code"] = int(getattr(schema.BuiltinOperator, name))
@@ -69,8 +69,6 @@ def union_ranges(table: dict) -> dict[str, tuple[int, int]]:
 
 def register_ops_cc(table: dict) -> str:
     """C++ source defining `RegisterSelectedOps(::tflite::MutableOpResolver*)` for exactly the table's union."""
-    from kernels.catalogue import registration_function
-
     ranges = union_ranges(table)
     custom = sorted({e["custom_code"] for e in table["union"] if e["kind"] == "custom"})
     flex = sorted({e["custom_code"] for e in table["union"] if e["kind"] == "flex"})

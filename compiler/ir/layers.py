@@ -33,7 +33,11 @@ def layer_of_name(name: str, layers: set[str] | list[str]) -> str | None:
 def layer_of_op(model: Model, op: Operator, subgraph: Subgraph | None = None) -> str:
     """The Keras layer an operator came from, or the best name available (its first output's scope)."""
     layers = set(model.keras_layers)
-    candidates = [t.name for t in op.outputs if t is not None] + [t.name for t in op.inputs if t is not None]
+    # Outputs first; then weights (a final layer's output may carry a signature name, but its
+    # weights keep the layer's scope); activations last, since they come from the previous layer.
+    ins = [t for t in op.inputs if t is not None]
+    candidates = ([t.name for t in op.outputs if t is not None] + [t.name for t in ins if t.is_constant]
+                  + [t.name for t in ins if not t.is_constant])
     if layers:
         for name in candidates:
             hit = layer_of_name(name, layers)
