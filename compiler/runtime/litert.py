@@ -15,7 +15,6 @@ from compiler.errors import InputError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ModelRef = "str | os.PathLike | bytes"
 
 
 def interpreter(model: str | os.PathLike | bytes, num_threads: int | None = None, use_xnnpack: bool = True,

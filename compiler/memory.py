@@ -1,0 +1,341 @@
+"""Estimate the peak memory (RSS) of running a model, or a stage of it, with LiteRT.
+
+peak = baseline + weights + arena + delegate, where
+- weights: constant buffers the operators touch (the file is memory-mapped; touched pages stay resident),
+  including those of control-flow subgraphs (LSTM WHILE bodies);
+- arena: LiteRT's arena planner simulated per subgraph: every non-constant tensor lives from the op
+  that writes it to the last op that reads it (subgraph inputs and outputs for the whole run), placed
+  best-fit into one arena, biggest first, at 64-byte alignment; plus per-op scratch the builtin
+  kernels allocate (im2col for CONV_2D, quantized copies for hybrid ops), and the persistent float
+  copies DEQUANTIZE makes of float16 weights. WHILE bodies and conds have their own arenas (added);
+- delegate: with XNNPACK, the repacked copies of the weights of CONV_2D / DEPTHWISE_CONV_2D /
+  FULLY_CONNECTED / TRANSPOSE_CONV / BATCH_MATMUL (about one more copy of those weights; the original
+  pages were read once to pack and stay resident) and XNNPACK's own workspace for the values inside
+  delegated partitions (about the main arena).
+Without XNNPACK there are no packed copies but CONV_2D needs im2col buffers, which for big
+activations cost more than the packed weights (hence Contect's 2.58 GB without vs 1.98 GB with).
+
+Calibrated against VmHWM of LiteRT runs in this repo's venv (see runtime_tests/test_memory.py):
+a 64 MiB FULLY_CONNECTED stack, a 128x128x64 CONV_2D stack, a 2-layer 512-unit LSTM, contect-small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from compiler.ir import Model, Operator, Subgraph, Tensor
+
+OP = schema.BuiltinOperator
+
+# VmRSS (/proc/self/status) of CPython 3.11 right after `import numpy` and
+# `from ai_edge_litert.interpreter import Interpreter` (ai-edge-litert 2.3, x86-64): 35.5 MB
+# (35.48-35.59 MB over 14 runs of the harness in runtime_tests/test_memory.py::_MEASURE).
+PROCESS_BASELINE = 35_500_000
+# The first interpreter on top of that (kernel code paged in, thread pool, allocator pools):
+# VmHWM of a one-ADD model minus the process baseline, 2.4 MB without XNNPACK, 3.05 MB with.
+INTERPRETER_OVERHEAD = {False: 2_400_000, True: 3_050_000}
+BASELINE = {k: PROCESS_BASELINE + v for k, v in INTERPRETER_OVERHEAD.items()}
+
+ALIGNMENT = 64  # LiteRT's kDefaultTensorAlignment
+# Ops whose constant weights XNNPACK packs into its own buffers.
+PACKED_OPS = {OP.CONV_2D, OP.DEPTHWISE_CONV_2D, OP.FULLY_CONNECTED, OP.TRANSPOSE_CONV, OP.BATCH_MATMUL,
+              OP.CONV_3D}
+# Ops XNNPACK can take over (used for its workspace estimate); everything else stays with LiteRT.
+_XNN_OPS = PACKED_OPS | {OP.ADD, OP.SUB, OP.MUL, OP.DIV, OP.AVERAGE_POOL_2D, OP.MAX_POOL_2D, OP.LOGISTIC,
+                         OP.TANH, OP.RELU, OP.RELU6, OP.CONCATENATION, OP.RESHAPE, OP.MEAN, OP.SOFTMAX,
+                         OP.PAD, OP.STRIDED_SLICE, OP.TRANSPOSE, OP.HARD_SWISH, OP.LEAKY_RELU, OP.SQUARED_DIFFERENCE}
+
+
+def _align(n: int) -> int:
+    return (int(n) + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+def _is_activation(t: Tensor | None) -> bool:
+    return t is not None and not t.is_constant
+
+
+# ----------------------------------------------------------------------------------------- arena
+
+def plan_arena(blocks: Iterable[tuple[int, int, int]]) -> int:
+    """Arena size for (size, first, last) blocks: biggest first, each put in the lowest-offset gap among
+    the already placed blocks whose lifetimes overlap (LiteRT's ArenaPlanner + SimpleMemoryArena)."""
+    items = sorted(((_align(s), a, b) for s, a, b in blocks if s > 0), key=lambda x: (-x[0], x[1]))
+    placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
+    top = 0
+    for size, a, b in items:
+        live = sorted((o, s) for o, s, fa, fb in placed if fa <= b and a <= fb)
+        offset, best_gap = None, None
+        cur = 0
+        for o, s in live:
+            gap = o - cur
+            if gap >= size and (best_gap is None or gap < best_gap):
+                offset, best_gap = cur, gap
+            cur = max(cur, o + s)
+        if offset is None:
+            offset = cur
+        placed.append((offset, size, a, b))
+        top = max(top, offset + size)
+    return top
+
+
+def _conv_scratch(op: Operator) -> int:
+    """im2col (and hybrid) scratch of the builtin CONV_2D kernel, 0 when it needs none."""
+    if op.builtin_code != OP.CONV_2D or len(op.inputs) < 2 or op.inputs[1] is None or op.outputs[0] is None:
+        return 0
+    x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    if len(w.shape) != 4 or len(y.shape) != 4 or x is None:
+        return 0
+    o = op.options
+    one = all(getattr(o, k, 1) == 1 for k in ("strideW", "strideH", "dilationWFactor", "dilationHFactor"))
+    hybrid = w.dtype is not None and np.dtype(w.dtype).kind in "iu" and x.dtype == np.float32
+    n, oh, ow, oc = y.shape
+    _, kh, kw, ic = w.shape
+    item = 1 if hybrid or (x.dtype is not None and np.dtype(x.dtype).itemsize == 1) else 4
+    scratch = 0
+    if not (kh == 1 and kw == 1 and one):
+        scratch += n * oh * ow * kh * kw * ic * item
+    if hybrid:
+        scratch += x.nbytes // 4 + n * oh * ow * oc * 4  # quantized input + int32 accumulators
+    return max(0, int(scratch))
+
+
+def _fc_scratch(op: Operator) -> int:
+    if op.builtin_code not in (OP.FULLY_CONNECTED, OP.BATCH_MATMUL) or len(op.inputs) < 2:
+        return 0
+    x, w = op.inputs[0], op.inputs[1]
+    if x is None or w is None or not w.is_constant or w.dtype is None or x.dtype != np.float32:
+        return 0
+    if np.dtype(w.dtype).kind in "iu":  # hybrid: quantized input copy + int32 accumulators
+        y = op.outputs[0]
+        return x.nbytes // 4 + (y.nbytes if y is not None else 0)
+    return 0
+
+
+def _scratch(op: Operator, use_xnnpack: bool) -> int:
+    if use_xnnpack and op.builtin_code in PACKED_OPS and _packed(op) > 0:
+        return 0  # XNNPACK runs it in its own workspace (counted in `delegate`)
+    return _conv_scratch(op) + _fc_scratch(op)
+
+
+def _packed(op: Operator) -> int:
+    """Bytes XNNPACK's packed copy of this op's constant weights takes (0 if it packs nothing)."""
+    if op.builtin_code not in PACKED_OPS:
+        return 0
+    total = 0
+    for t in op.inputs[1:3]:
+        if t is None:
+            continue
+        if t.is_constant:
+            n = t.nbytes or t.buffer.nbytes
+            total += n if t.type != schema.TensorType.FLOAT16 else 2 * n
+    return total
+
+
+def _dequant_const(op: Operator) -> int:
+    """DEQUANTIZE of a constant (float16/int8 weights): LiteRT keeps a persistent float copy."""
+    if op.builtin_code == OP.DEQUANTIZE and op.inputs and op.inputs[0] is not None and op.inputs[0].is_constant:
+        return op.outputs[0].nbytes if op.outputs and op.outputs[0] is not None else 0
+    return 0
+
+
+def subgraph_arena(sg: Subgraph, ops: Sequence[Operator] | None = None, use_xnnpack: bool = True,
+                   extra_inputs: Iterable[Tensor] = (), extra_outputs: Iterable[Tensor] = ()) -> int:
+    """Simulated arena bytes of `ops` (default: the subgraph's operators) in order."""
+    whole = ops is None
+    ops = list(sg.operators if whole else ops)
+    n = len(ops)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    size: dict[int, int] = {}
+    # Subgraph (or range) inputs are allocated before the first op and preserved to the end.
+    for t in (*(sg.inputs if whole else ()), *extra_inputs):
+        if _is_activation(t):
+            first[id(t)], last[id(t)], size[id(t)] = 0, n, t.nbytes
+    for i, op in enumerate(ops):
+        for t in op.outputs:
+            if _is_activation(t) and id(t) not in first:
+                first[id(t)], last[id(t)], size[id(t)] = i, i, t.nbytes
+        for t in (*op.inputs, *op.intermediates):
+            if _is_activation(t):
+                if id(t) not in first:  # read but never written here: an input of the range
+                    first[id(t)], last[id(t)], size[id(t)] = 0, n, t.nbytes
+                last[id(t)] = max(last[id(t)], i)
+    for t in (*(sg.outputs if whole else ()), *extra_outputs):
+        if id(t) in first:
+            last[id(t)] = n
+    blocks = [(size[k], first[k], last[k]) for k in first]
+    for i, op in enumerate(ops):
+        s = _scratch(op, use_xnnpack)
+        if s:
+            blocks.append((s, i, i))
+    return plan_arena(blocks)
+
+
+# ----------------------------------------------------------------------------------------- per op facts
+
+@dataclass
+class _OpFacts:
+    buffers: dict[int, int] = field(default_factory=dict)  # id(buffer) -> bytes, incl. called subgraphs
+    packed: int = 0  # XNNPACK packed weights, incl. called subgraphs
+    persistent: int = 0  # DEQUANTIZE const copies (without XNNPACK), incl. called subgraphs
+    called_arena: int = 0  # arenas of called subgraphs (WHILE body + cond), transitively
+    xnn: bool = False  # main-subgraph op XNNPACK would take
+
+
+def _walk_subgraphs(roots: list[Subgraph]) -> list[Subgraph]:
+    order, stack, seen = [], list(roots), set()
+    while stack:
+        sg = stack.pop(0)
+        if id(sg) in seen:
+            continue
+        seen.add(id(sg))
+        order.append(sg)
+        for op in sg.operators:
+            stack.extend(op.called_subgraphs())
+    return order
+
+
+class Estimator:
+    """Per-operator facts for a model's main subgraph, so contiguous ranges estimate fast.
+
+    `range(a, b)` estimates a stage made of main-subgraph operators ops[a:b] without building it;
+    `ops` may be a reordering of the main subgraph's operators (a valid topological order)."""
+
+    def __init__(self, model: Model, use_xnnpack: bool = True, ops: Sequence[Operator] | None = None):
+        self.model = model
+        self.use_xnnpack = use_xnnpack
+        self.ops = list(model.main.operators if ops is None else ops)
+        self._sg_arena: dict[int, int] = {}
+        self.facts = [self._facts(op) for op in self.ops]
+        self.producer = {id(t): i for i, op in enumerate(self.ops) for t in op.outputs if t is not None}
+        self.last_use: dict[int, int] = {}
+        for i, op in enumerate(self.ops):
+            for t in (*op.inputs, *op.intermediates):
+                if t is not None:
+                    self.last_use[id(t)] = i
+        self.model_outputs = {id(t) for t in model.main.outputs}
+        self._cache: dict[tuple[int, int], dict] = {}
+
+    def _facts(self, op: Operator) -> _OpFacts:
+        f = _OpFacts(xnn=op.builtin_code in _XNN_OPS)
+        sgs = _walk_subgraphs(op.called_subgraphs())
+        all_ops = [op] + [o for sg in sgs for o in sg.operators]
+        for o in all_ops:
+            for t in o.tensors():
+                if t.is_constant:
+                    f.buffers[id(t.buffer)] = t.buffer.nbytes
+            if self.use_xnnpack:
+                f.packed += _packed(o)
+            else:
+                f.persistent += _dequant_const(o)
+        if self.use_xnnpack:  # XNNPACK only keeps the float copy of weights no packed op consumes
+            f.persistent += sum(_dequant_const(o) for o in all_ops if not self._feeds_packed(o, all_ops))
+        for sg in sgs:
+            if id(sg) not in self._sg_arena:
+                self._sg_arena[id(sg)] = subgraph_arena(sg, use_xnnpack=self.use_xnnpack)
+            f.called_arena += self._sg_arena[id(sg)]
+        return f
+
+    @staticmethod
+    def _feeds_packed(op: Operator, ops: list[Operator]) -> bool:
+        if not _dequant_const(op):
+            return False
+        out = op.outputs[0]
+        return any(o.builtin_code in PACKED_OPS and any(t is out for t in o.inputs[1:3]) for o in ops)
+
+    def io(self, a: int, b: int) -> tuple[list[Tensor], list[Tensor]]:
+        """Stage inputs (activations read in [a,b) but written before a) and outputs (written in [a,b),
+        read at or after b, or model outputs)."""
+        ins, outs, seen = [], [], set()
+        for op in self.ops[a:b]:
+            for t in (*op.inputs, *op.intermediates):
+                if _is_activation(t) and id(t) not in seen and self.producer.get(id(t), -1) < a:
+                    seen.add(id(t))
+                    ins.append(t)
+        for i in range(a, b):
+            for t in self.ops[i].outputs:
+                if _is_activation(t) and id(t) not in seen and (
+                        id(t) in self.model_outputs or self.last_use.get(id(t), -1) >= b):
+                    seen.add(id(t))
+                    outs.append(t)
+        return ins, outs
+
+    def range(self, a: int, b: int) -> dict:
+        key = (a, b)
+        if key not in self._cache:
+            self._cache[key] = self._range(a, b)
+        return self._cache[key]
+
+    def _range(self, a: int, b: int) -> dict:
+        bufs: dict[int, int] = {}
+        packed = persistent = called = 0
+        xnn_ops = []
+        for f, op in zip(self.facts[a:b], self.ops[a:b]):
+            bufs.update(f.buffers)
+            packed += f.packed
+            persistent += f.persistent
+            called += f.called_arena
+            if f.xnn:
+                xnn_ops.append(op)
+        ins, outs = self.io(a, b)
+        main = self.model.main
+        arena = subgraph_arena(main, self.ops[a:b], self.use_xnnpack, extra_inputs=ins, extra_outputs=outs)
+        workspace = 0
+        if self.use_xnnpack and xnn_ops:
+            # XNNPACK keeps the values inside its partitions in its own workspace: about the arena of
+            # the delegated ops alone (an upper bound: it may reuse across partitions).
+            workspace = subgraph_arena(main, xnn_ops, True, extra_inputs=(), extra_outputs=())
+        return _total(weights=sum(bufs.values()), arena=arena + called + persistent,
+                      delegate=packed + workspace, use_xnnpack=self.use_xnnpack,
+                      detail={"main_arena": arena, "subgraph_arenas": called, "persistent": persistent,
+                              "packed_weights": packed, "xnnpack_workspace": workspace,
+                              "inputs": sum(t.nbytes for t in ins), "outputs": sum(t.nbytes for t in outs)})
+
+
+def _total(weights: int, arena: int, delegate: int, use_xnnpack: bool, detail: dict) -> dict:
+    base = BASELINE[bool(use_xnnpack)]
+    return {"weights": int(weights), "arena": int(arena), "delegate": int(delegate), "baseline": int(base),
+            "peak": int(base + weights + arena + delegate), "xnnpack": bool(use_xnnpack), "detail": detail}
+
+
+def estimate(model: Model, use_xnnpack: bool = True) -> dict:
+    """Estimated memory of running `model` (a whole model or one stage) in one LiteRT interpreter."""
+    if not model.subgraphs:
+        return _total(0, 0, 0, use_xnnpack, {})
+    return Estimator(model, use_xnnpack).range(0, len(model.main.operators))
+
+
+def estimate_run(stages: list[Model], use_xnnpack: bool = True) -> dict:
+    """Peak of a staged run: max over stages of (stage peak + handoff arrays the runtime holds meanwhile).
+
+    During stage k the runtime holds every handoff value produced before k that a stage ≥ k still needs
+    (or that is a model output), the model inputs still needed, and stage k's copied-out outputs."""
+    per = [estimate(st, use_xnnpack) for st in stages]
+    produced: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    last_use: dict[str, int] = {}
+    for k, st in enumerate(stages):
+        for t in st.inputs:
+            sizes.setdefault(t.name, t.nbytes)
+            last_use[t.name] = k
+            produced.setdefault(t.name, -1)  # a model input if no earlier stage produced it
+        for t in st.outputs:
+            sizes[t.name] = t.nbytes
+            produced[t.name] = k
+    final_outputs = {t.name for t in stages[-1].outputs} if stages else set()
+    rows = []
+    for k, e in enumerate(per):
+        held = 0
+        for name, p in produced.items():
+            alive_until = len(stages) if (name not in last_use or name in final_outputs) else last_use[name]
+            if p <= k <= alive_until and (p < k or p == k):
+                held += sizes.get(name, 0)
+        rows.append({"stage": k, **{key: e[key] for key in ("weights", "arena", "delegate", "peak")},
+                     "handoff": held, "total": e["peak"] + held})
+    worst = max(rows, key=lambda r: r["total"]) if rows else None
+    return {"peak": worst["total"] if worst else 0, "peak_stage": worst["stage"] if worst else None,
+            "baseline": BASELINE[bool(use_xnnpack)], "xnnpack": bool(use_xnnpack), "stages": rows}

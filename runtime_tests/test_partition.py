@@ -1,0 +1,264 @@
+"""partition: any legal cuts give stages whose staged run is bit-identical to the whole model
+(float and int8-dynamic, XNNPACK on and off), every stage loads alone, the manifest's handoff is
+consistent; auto / budget / cuts / stages modes; user errors."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compiler.artifacts import write_build
+from compiler.errors import PartitionError
+from compiler.ir import Model, flatbuffer
+from compiler.memory import Estimator, estimate
+from compiler.passes import PassContext, load_all
+from compiler.passes.partition import branch_order, build_stages, parse_size, partition
+from compiler import pipeline
+from compiler.runtime import StagedModel, run_tflite
+
+from ir_helpers import OP, act, binary, const, model_of
+
+PASSES = load_all()
+
+
+class Compiled:
+    """A fixture converted once: flatbuffer bytes per precision, Keras layer names, sample inputs."""
+
+    def __init__(self, name: str):
+        from compiler.frontend import load_source
+
+        src = load_source(f"fixtures:{name}")
+        self.name = name
+        self.layers = list(src.model.keras_layers)
+        self.inputs = src.sample_inputs
+        self.data = {"float": flatbuffer.dumps(src.model)}
+        if "quantize" in PASSES:
+            q = PASSES["quantize"](flatbuffer.loads(self.data["float"]), ctx=PassContext(), mode="int8-dynamic")
+            self.data["int8-dynamic"] = flatbuffer.dumps(q)
+        self._whole: dict = {}
+
+    def model(self, precision: str = "float") -> Model:
+        m = flatbuffer.loads(self.data[precision])
+        m.keras_layers = self.layers
+        return m
+
+    def whole(self, precision: str, xnnpack: bool) -> dict:
+        key = (precision, xnnpack)
+        if key not in self._whole:
+            self._whole[key] = run_tflite(self.data[precision], self.inputs, use_xnnpack=xnnpack)
+        return self._whole[key]
+
+
+@pytest.fixture(scope="session")
+def contect_small() -> Compiled:
+    return Compiled("contect-small")
+
+
+@pytest.fixture(scope="session")
+def mobilenet() -> Compiled:
+    return Compiled("mobilenet_v2")
+
+
+def check_handoff(manifest: dict) -> None:
+    """Every stage input exists before its stage and is not dropped before its last use."""
+    model_inputs = {i["name"] for i in manifest["inputs"]}
+    produced: dict[str, int] = {}
+    drop = {h["name"]: h["drop_after"] for h in manifest["handoff"]}
+    for k, stage in enumerate(manifest["stages"]):
+        for t in stage["inputs"]:
+            src = t["source"]
+            if "model_input" in src:
+                assert src["model_input"] in model_inputs and src["model_input"] == t["name"]
+            else:
+                assert produced.get(src["output"]) == src["stage"] < k, (k, t["name"], src)
+            assert drop[t["name"]] is None or drop[t["name"]] >= k, (k, t["name"], drop[t["name"]])
+        for t in stage["outputs"]:
+            produced[t["name"]] = k
+    for o in manifest["outputs"]:
+        assert produced[o["name"]] == o["source"]["stage"]
+
+
+def staged_run(c: Compiled, model: Model, precision: str, xnnpack: bool) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        out = write_build(model, Path(d) / "b")
+        manifest = json.loads((out / "manifest.json").read_text())
+        check_handoff(manifest)
+        for stage in manifest["stages"]:  # each stage loads and allocates on its own
+            from ai_edge_litert.interpreter import Interpreter
+
+            Interpreter(model_path=str(out / stage["file"])).allocate_tensors()
+        got = StagedModel(out, use_xnnpack=xnnpack)(c.inputs)
+    want = c.whole(precision, xnnpack)
+    assert list(got) == list(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), (k, got[k], want[k])
+    return got
+
+
+def cut_sets(n_ops: int):
+    return st.lists(st.integers(1, n_ops - 1), min_size=1, max_size=6, unique=True).map(sorted)
+
+
+@pytest.mark.parametrize("precision", ["float", "int8-dynamic"])
+@pytest.mark.parametrize("which", ["contect_small", "mobilenet"])
+def test_any_cuts_are_bit_identical(request, which, precision):
+    c: Compiled = request.getfixturevalue(which)
+    if precision not in c.data:
+        pytest.skip("no quantize pass")
+    n = len(c.model(precision).main.operators)
+
+    @settings(max_examples=6, deadline=None)
+    @given(cuts=cut_sets(n), xnnpack=st.booleans())
+    def check(cuts, xnnpack):
+        model = c.model(precision)
+        model.stages = build_stages(model, cuts)
+        assert len(model.stages) == len(cuts) + 1
+        assert sum(len(s.main.operators) for s in model.stages) == n
+        staged_run(c, model, precision, xnnpack)
+
+    check()
+
+
+def test_stage_is_standalone(contect_small):
+    model = contect_small.model()
+    ops = model.main.operators
+    whiles = [i for i, op in enumerate(ops) if op.name == "WHILE"]
+    stages = build_stages(model, [whiles[0], whiles[0] + 1])
+    mid = stages[1]
+    # Only the WHILE, its body and cond; subgraph references point inside the stage (0 = main).
+    assert [op.name for op in mid.main.operators] == ["WHILE"]
+    assert len(mid.subgraphs) == 3
+    back = flatbuffer.loads(flatbuffer.dumps(mid))
+    assert [len(s.operators) for s in back.subgraphs] == [len(s.operators) for s in mid.subgraphs]
+    w = back.main.operators[0]
+    assert {k: back.subgraphs.index(v) for k, v in w.subgraph_refs.items()} in (
+        {"condSubgraphIndex": 1, "bodySubgraphIndex": 2}, {"condSubgraphIndex": 2, "bodySubgraphIndex": 1})
+    # Constants are copied, never handed off; handoff keeps the parent's tensor names.
+    assert all(not t.is_constant for s in stages for t in (*s.inputs, *s.outputs))
+    names = {t.name for t in model.main.tensors}
+    assert all(t.name in names for s in stages for t in (*s.inputs, *s.outputs))
+    # The stages together hold exactly the parent's weights of the main subgraph and its loops.
+    assert {id(b) for s in stages for b in s.buffers()} == {id(b) for b in model.buffers()}
+
+
+def test_auto_contect_small_is_one_stage_per_branch_plus_head(contect_small):
+    model = contect_small.model()
+    ctx = PassContext()
+    model = pipeline.run(model, pipeline.parse("partition{auto}"), ctx)
+    assert len(model.stages) == 4
+    for i in range(3):
+        assert [t.name for t in model.stages[i].inputs] == [f"spec_{i}"]
+    assert all(t.name.startswith("contect_small") for t in model.stages[3].inputs)
+    assert len(model.stages[3].inputs) == 3
+    assert ctx.report["partition"]["stages"] == 4
+    assert [r["ops"] for r in ctx.report["partition"]["per_stage"]] == [14, 14, 14, 4]
+    staged_run(contect_small, model, "float", True)
+
+
+def test_auto_reorders_interleaved_branches():
+    """Before: a1 b1 a2 b2 merge (branches interleaved). Expected: [a1 a2] [b1 b2] [merge]."""
+    a, b = act("a", (1, 4)), act("b", (1, 4))
+    c1, c2 = const("c1", np.full((1, 4), 2.0)), const("c2", np.full((1, 4), 3.0))
+    a1, b1, a2, b2, y = (act(n, (1, 4)) for n in ("a1", "b1", "a2", "b2", "y"))
+    ops = [binary(OP.ADD, a, c1, a1), binary(OP.MUL, b, c2, b1), binary(OP.MUL, a1, c2, a2),
+           binary(OP.ADD, b1, c1, b2), binary(OP.SUB, a2, b2, y)]
+    model = model_of([a, b], [y], ops, [a, b, c1, c2, a1, b1, a2, b2, y])
+    order, sizes, labels = branch_order(model)
+    assert [op.outputs[0].name for op in order] == ["a1", "a2", "b1", "b2", "y"]
+    assert sizes == [2, 2, 1] and labels == ["branch of a", "branch of b", "merge and head"]
+    inputs = {"a": np.float32([[1, 2, 3, 4]]), "b": np.float32([[5, 6, 7, 8]])}
+    want = run_tflite(flatbuffer.dumps(model), inputs)
+    partition(model, ctx=PassContext(), auto=True)
+    assert [[t.name for t in s.inputs] for s in model.stages] == [["a"], ["b"], ["a2", "b2"]]
+    assert [[t.name for t in s.outputs] for s in model.stages] == [["a2"], ["b2"], ["y"]]
+    vals = dict(inputs)
+    for s in model.stages:
+        vals.update(run_tflite(flatbuffer.dumps(s), {t.name: vals[t.name] for t in s.inputs}))
+    assert np.array_equal(vals["y"], want["y"])
+    np.testing.assert_array_equal(want["y"], (inputs["a"] + 2) * 3 - (inputs["b"] * 3 + 2))
+
+
+def test_budget_is_respected_and_minimal(contect_small):
+    model = contect_small.model()
+    est = Estimator(model)
+    n = len(model.main.operators)
+    lo = max(est.range(i, i + 1)["peak"] for i in range(n))
+    hi = est.range(0, n)["peak"]
+    budget = (lo + hi) // 2
+    ctx = PassContext()
+    partition(model, ctx=ctx, budget=str(budget))
+    rows = ctx.report["partition"]["per_stage"]
+    assert len(rows) >= 2 and all(r["peak"] <= budget for r in rows)
+    # The estimate of each built stage agrees with the partitioner's fast range estimate.
+    for r, stage in zip(rows, model.stages):
+        assert estimate(stage)["peak"] == r["peak"]
+    # Fewest stages: merging any two neighbours breaks the budget.
+    bounds = [r["first_op"] for r in rows] + [n]
+    for k in range(len(rows) - 1):
+        assert est.range(bounds[k], bounds[k + 2])["peak"] > budget
+    staged_run(contect_small, model, "float", True)
+
+
+def test_budget_too_small_names_operator_and_layer(contect_small):
+    with pytest.raises(PartitionError, match=r"operator #0 CONV_2D of Keras layer 'branch_0_stem_(conv|bn|relu)'.*over the budget of 1.0 MiB"):
+        partition(contect_small.model(), ctx=PassContext(), budget="1MiB")
+
+
+def test_stages_n_is_balanced(contect_small):
+    model = contect_small.model()
+    est = Estimator(model)
+    n = len(model.main.operators)
+    ctx = PassContext()
+    partition(model, ctx=ctx, stages=3)
+    rows = ctx.report["partition"]["per_stage"]
+    assert len(model.stages) == 3 and sum(r["ops"] for r in rows) == n
+    naive = max(est.range(a, b)["peak"] for a, b in ((0, n // 3), (n // 3, 2 * n // 3), (2 * n // 3, n)))
+    assert max(r["peak"] for r in rows) <= naive
+
+
+def test_cuts_by_keras_layer_and_tensor_name(contect_small):
+    model = contect_small.model()
+    steps = pipeline.parse("partition{cuts=branch_0_lstm_2,branch_1_lstm_2|branch_2_freq_pool}")
+    assert steps[0].options["cuts"] == "branch_0_lstm_2,branch_1_lstm_2|branch_2_freq_pool"
+    model = pipeline.run(model, steps, PassContext())
+    assert len(model.stages) == 4
+    last = [s.main.operators[-1] for s in model.stages]
+    assert [op.name for op in last[:3]] == ["STRIDED_SLICE", "STRIDED_SLICE", "AVERAGE_POOL_2D"]
+    assert "branch_0_lstm_2" in last[0].outputs[0].name and "branch_2_freq_pool" in last[2].outputs[0].name
+    staged_run(contect_small, model, "float", False)
+    # A fused conv+bn+relu op is found by any of its layers.
+    model = contect_small.model()
+    partition(model, ctx=PassContext(), cuts="branch_0_stem_conv")
+    assert [len(s.main.operators) for s in model.stages] == [1, 45]
+    tensor = contect_small.model().main.operators[4].outputs[0].name
+    model = contect_small.model()
+    partition(model, ctx=PassContext(), cuts=tensor)
+    assert [len(s.main.operators) for s in model.stages] == [5, 41]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({}, "choose exactly one mode"),
+    ({"stages": 2, "auto": True}, "choose exactly one mode"),
+    ({"stages": 2, "cuts": "x"}, "got stages, cuts"),
+    ({"budget": "lots"}, "budget='lots' is not a size"),
+    ({"stages": 1000}, "only 46 operators"),
+    ({"cuts": "branch_0_lstm_3"}, "close matches: branch_0_lstm_2, branch_0_lstm_1"),
+    ({"cuts": " , "}, "cuts= is empty"),
+])
+def test_bad_options(contect_small, options, message):
+    with pytest.raises(PartitionError, match=message):
+        partition(contect_small.model(), ctx=PassContext(), **options)
+
+
+def test_parse_size():
+    assert parse_size("150MiB") == 150 * 2**20
+    assert parse_size("1GiB") == 2**30
+    assert parse_size("500MB") == 500 * 10**6
+    assert parse_size("1.5g") == int(1.5 * 2**30)
+    assert parse_size("4096") == 4096
