@@ -17,6 +17,7 @@ import numpy as np
 
 import compiler
 from compiler.errors import BuildFolderError
+from compiler.files import sha256_file
 from compiler.ir import Model, Tensor, flatbuffer, type_name
 from compiler.progress import bar
 
@@ -27,14 +28,6 @@ FORMAT = 1
 def tensor_entry(t: Tensor) -> dict[str, Any]:
     return {"name": t.name, "shape": [int(d) for d in t.shape], "dtype": type_name(t.type),
             "quantization": t.quantization.to_json() if t.quantization is not None else None}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def handoff_plan(model: Model) -> dict[str, Any]:

@@ -85,17 +85,16 @@ def cmd_run(args) -> int:
     import numpy as np
 
     from compiler.artifacts import read_manifest
-    from compiler.frontend import load_npz
-    from compiler.runtime import StagedModel, save_outputs
+    from compiler.runtime import StagedModel, load_inputs, save_outputs
 
     manifest = read_manifest(args.build)
     if args.input:
-        inputs = load_npz(args.input)
+        inputs = load_inputs(args.input)
     else:
         sample = manifest.get("sample_input")
         if not sample:
             raise UsageError(f"{args.build}: the build names no sample input; pass --input in.npz")
-        inputs = load_npz(str(Path(args.build) / sample["file"]))
+        inputs = load_inputs(Path(args.build) / sample["file"])
     model = StagedModel(args.build, use_xnnpack=not args.no_xnnpack, num_threads=args.threads)
     outputs = model(inputs, checkpoint=args.checkpoint, resume=args.resume, progress=True)
     if args.output:

@@ -28,6 +28,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from compiler.ir import Model, Operator, Subgraph, Tensor
+from compiler.ir.core import reachable_subgraphs
 
 OP = schema.BuiltinOperator
 
@@ -186,19 +187,6 @@ class _OpFacts:
     xnn: bool = False  # main-subgraph op XNNPACK would take
 
 
-def _walk_subgraphs(roots: list[Subgraph]) -> list[Subgraph]:
-    order, stack, seen = [], list(roots), set()
-    while stack:
-        sg = stack.pop(0)
-        if id(sg) in seen:
-            continue
-        seen.add(id(sg))
-        order.append(sg)
-        for op in sg.operators:
-            stack.extend(op.called_subgraphs())
-    return order
-
-
 class Estimator:
     """Per-operator facts for a model's main subgraph, so contiguous ranges estimate fast.
 
@@ -222,7 +210,7 @@ class Estimator:
 
     def _facts(self, op: Operator) -> _OpFacts:
         f = _OpFacts(xnn=op.builtin_code in _XNN_OPS)
-        sgs = _walk_subgraphs(op.called_subgraphs())
+        sgs = reachable_subgraphs(op.called_subgraphs())
         all_ops = [op] + [o for sg in sgs for o in sg.operators]
         for o in all_ops:
             for t in o.tensors():

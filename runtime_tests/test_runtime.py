@@ -218,7 +218,7 @@ def test_save_outputs_and_load_inputs(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(InputError, match="not a readable .npz"):
         load_inputs(tmp_path / "bad.npz")
-    with pytest.raises(InputError, match="no such input file"):
+    with pytest.raises(InputError, match="no such file"):
         load_inputs(tmp_path / "missing.npz")
 
 

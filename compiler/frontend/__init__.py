@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from compiler.errors import ConversionError, SourceError, UsageError
+from compiler.files import read_npz
 from compiler.ir import Model
 from compiler.ir import flatbuffer
 from compiler.ir.layers import layer_of_name
@@ -235,14 +236,7 @@ def from_keras(keras_model, batch: int | None = None, spec: str = "<keras model>
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
-    p = Path(path)
-    if not p.is_file():
-        raise SourceError(f"{path}: no such file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: np.asarray(z[k]) for k in z.files}
-    except Exception as e:
-        raise SourceError(f"{path}: not a readable .npz file ({_first_line(e)})") from None
+    return read_npz(path, SourceError)
 
 
 def load_source(spec: str, batch: int | None = None, calibration: str | None = None) -> Source:

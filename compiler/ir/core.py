@@ -219,6 +219,22 @@ class Subgraph:
         return ordered
 
 
+def reachable_subgraphs(roots: list[Subgraph]) -> list[Subgraph]:
+    """`roots` and every subgraph their operators call, transitively, in breadth-first order."""
+    order: list[Subgraph] = []
+    stack = list(roots)
+    seen: set[int] = set()
+    while stack:
+        sg = stack.pop(0)
+        if id(sg) in seen:
+            continue
+        seen.add(id(sg))
+        order.append(sg)
+        for op in sg.operators:
+            stack.extend(op.called_subgraphs())
+    return order
+
+
 @dataclass(eq=False)
 class SignatureDef:
     key: str
@@ -292,18 +308,7 @@ class Model:
 
     def reachable_subgraphs(self, roots: list[Subgraph] | None = None) -> list[Subgraph]:
         """Subgraphs reachable from `roots` (default: the main subgraph) through control-flow ops."""
-        order: list[Subgraph] = []
-        stack = list(roots or [self.main])
-        seen: set[int] = set()
-        while stack:
-            sg = stack.pop(0)
-            if id(sg) in seen:
-                continue
-            seen.add(id(sg))
-            order.append(sg)
-            for op in sg.operators:
-                stack.extend(op.called_subgraphs())
-        return order
+        return reachable_subgraphs(roots or [self.main])
 
     def summary(self) -> str:
         """A human-readable dump of the IR (used by --print-ir-after-all and `tflc inspect`)."""

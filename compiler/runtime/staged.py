@@ -14,24 +14,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
 from compiler.errors import BuildFolderError, InputError
+from compiler.files import atomic_write, read_npz, sha256_file
 from compiler.runtime.litert import interpreter, quantize
 
 _DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "int8": np.int8,
            "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32,
            "int64": np.int64, "uint64": np.uint64, "bool": np.bool_}
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def inputs_digest(inputs: Mapping[str, np.ndarray]) -> str:
@@ -44,50 +37,14 @@ def inputs_digest(inputs: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write via a temp file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def save_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray]) -> None:
     """Write outputs to an .npz atomically (a crash leaves either the old file or the complete new one)."""
-    _atomic_write(Path(path), lambda f: np.savez(f, **{k: np.asarray(v) for k, v in outputs.items()}))
+    atomic_write(Path(path), lambda f: np.savez(f, **{k: np.asarray(v) for k, v in outputs.items()}))
 
 
 def load_inputs(npz_path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read model inputs from an .npz (array name = model input name)."""
-    p = Path(npz_path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such input file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: np.asarray(z[k]) for k in z.files}
-    except Exception as e:  # zipfile/ValueError/OSError: all mean "not a readable npz"
-        raise InputError(f"{p}: not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return read_npz(npz_path, InputError)
 
 
 class StagedModel:
@@ -151,7 +108,7 @@ class StagedModel:
         key = (s.st_ino, s.st_size, s.st_mtime_ns)
         if self._stat.get(k) == key:
             return
-        if _sha256_file(path) != st["sha256"]:
+        if sha256_file(path) != st["sha256"]:
             raise BuildFolderError(f"{self.dir}: stage file {st['file']} does not match its sha256 in manifest.json "
                                    "(corrupt or modified); rebuild with tflc compile")
         self._stat[k] = key
@@ -293,10 +250,10 @@ class Checkpoint:
         npz, meta = self._paths(k)
         names = list(outputs)
         # Positional keys: tensor names may hold '/' or ':' which do not round-trip as zip member names.
-        _atomic_write(npz, lambda f: np.savez(f, **{f"t{i}": np.asarray(outputs[n]) for i, n in enumerate(names)}))
+        atomic_write(npz, lambda f: np.savez(f, **{f"t{i}": np.asarray(outputs[n]) for i, n in enumerate(names)}))
         record = {"stage": k, "stage_sha256": self.model.stages[k]["sha256"], "build": self.model.build_id,
-                  "inputs_sha256": self.inputs_sha256, "npz_sha256": _sha256_file(npz), "outputs": names}
-        _atomic_write(meta, lambda f: f.write(json.dumps(record, indent=1).encode()))
+                  "inputs_sha256": self.inputs_sha256, "npz_sha256": sha256_file(npz), "outputs": names}
+        atomic_write(meta, lambda f: f.write(json.dumps(record, indent=1).encode()))
 
     def _record(self, k: int) -> dict | None:
         npz, meta = self._paths(k)
@@ -321,7 +278,7 @@ class Checkpoint:
             if rec.get("inputs_sha256") != self.inputs_sha256:
                 raise InputError(f"{self.dir}: checkpoint of stage {k} was written for different inputs; "
                                  "pass the same inputs, or run without --resume")
-            if _sha256_file(self._paths(k)[0]) != rec.get("npz_sha256"):
+            if sha256_file(self._paths(k)[0]) != rec.get("npz_sha256"):
                 break  # damaged: run this stage again
             k += 1
         return k
