@@ -91,3 +91,14 @@ def test_pipeline_parses_options_and_rejects_unknowns():
         pipeline.parse("strip-unused{level=3}")
     with pytest.raises(PipelineError, match="unbalanced"):
         pipeline.parse("strip-unused{")
+
+
+def test_print_ir_after_all_dumps_each_pass(capsys):
+    model = _dead_branch_graph(with_dead=True)
+    timings: list = []
+    pipeline.run(model, pipeline.parse("strip-unused,dedupe-buffers"), PassContext(), print_ir=True, timings=timings)
+    err = capsys.readouterr().err
+    assert err.count("// ----- IR after") == 2
+    after_strip = err.split("// ----- IR after dedupe-buffers")[0]
+    assert "MUL" not in after_strip and "ADD v1(x, c1) -> y" in after_strip
+    assert [t["pass"] for t in timings] == ["strip-unused", "dedupe-buffers"]
