@@ -38,9 +38,9 @@ class Compiled:
         self.layers = list(src.model.keras_layers)
         self.inputs = src.sample_inputs
         self.data = {"float": flatbuffer.dumps(src.model)}
-        if "quantize" in PASSES:
-            q = PASSES["quantize"](flatbuffer.loads(self.data["float"]), ctx=PassContext(), mode="int8-dynamic")
-            self.data["int8-dynamic"] = flatbuffer.dumps(q)
+        for mode in ("int8-dynamic", "int8"):
+            q = PASSES["quantize"](flatbuffer.loads(self.data["float"]), ctx=PassContext(source=src), mode=mode)
+            self.data[mode] = flatbuffer.dumps(q)
         self._whole: dict = {}
 
     def model(self, precision: str = "float") -> Model:
@@ -105,12 +105,15 @@ def cut_sets(n_ops: int):
     return st.lists(st.integers(1, n_ops - 1), min_size=1, max_size=6, unique=True).map(sorted)
 
 
-@pytest.mark.parametrize("precision", ["float", "int8-dynamic"])
-@pytest.mark.parametrize("which", ["contect_small", "mobilenet"])
+# Full int8 runs on contect-small only: the untrained MobileNet's activations collapse to ~1e-9, so its
+# int8 DEPTHWISE_CONV_2D requantization multiplier underflows and LiteRT's reference kernel refuses the
+# model (partitioned or not) with "no_integer_overflow_from_quantization".
+@pytest.mark.parametrize("which, precision", [
+    ("contect_small", "float"), ("contect_small", "int8-dynamic"), ("contect_small", "int8"),
+    ("mobilenet", "float"), ("mobilenet", "int8-dynamic"),
+])
 def test_any_cuts_are_bit_identical(request, which, precision):
     c: Compiled = request.getfixturevalue(which)
-    if precision not in c.data:
-        pytest.skip("no quantize pass")
     n = len(c.model(precision).main.operators)
 
     @settings(max_examples=6, deadline=None)
