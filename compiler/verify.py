@@ -28,6 +28,8 @@ import numpy as np
 from compiler.errors import TflcError, UsageError
 
 EPS = 1e-30
+# Suffixes of the QUANTIZE/DEQUANTIZE copies the quantize pass makes: compare them as their originals.
+_SUFFIX = re.compile(r"_(int8|int16|float|requant)$")
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -165,6 +167,11 @@ def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], exa
     ref_bytes = flatbuffer.dumps(ref)
     layers = src.model.keras_layers or ref.keras_layers
     compiled = (build_dir / manifest["stages"][0]["file"]).read_bytes()
+    # Tensors nothing reads (e.g. pass-through outputs of WHILE loops) hold stale arena data: skip them.
+    cmodel = flatbuffer.loads(compiled)
+    consumed = cmodel.main.consumers()
+    live = {_SUFFIX.sub("", t.name) for t in cmodel.main.referenced_tensors()
+            if id(t) in consumed or any(t is o for o in cmodel.main.outputs)}
     signal: dict[str, float] = {}
     noise: dict[str, float] = {}
     for k in range(min(examples, len(next(iter(inputs.values()))))):
@@ -173,6 +180,8 @@ def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], exa
         b = _all_tensors(interpreter(compiled, use_xnnpack=False, preserve_all_tensors=True), x, None, manifest)
         for name, v in b.items():
             r = a.get(name)
+            if name not in live:
+                continue
             if r is None or r.shape != v.shape or r.size < 2:
                 continue
             signal[name] = signal.get(name, 0.0) + float(np.sum(r.astype(np.float64) ** 2))
@@ -215,7 +224,7 @@ def _all_tensors(interp, x: dict, ir_inputs=None, manifest=None) -> dict[str, np
         elif v.dtype not in (np.float32,):
             continue
         # QUANTIZE/DEQUANTIZE copies made by the quantize pass carry a suffix; compare their originals.
-        name = re.sub(r"_(int8|int16|float|requant)$", "", d["name"])
+        name = _SUFFIX.sub("", d["name"])
         out.setdefault(name, np.asarray(v, np.float64))
     del interp
     return out
@@ -246,10 +255,9 @@ def verify(build_dir: str | os.PathLike, data: str, *, max_drop: float | None = 
     if refs is None:
         refs = _keras_reference(fixture, inputs, out_names)
     n = len(next(iter(compiled.values())))
+    reference = "npz references" if fixture is None else f"Keras model of fixture {fixture.name}"
     report: dict[str, Any] = {"build": str(build), "data": data, "examples": n,
-                              "quantization": manifest.get("quantization"),
-                              "reference": "npz references" if fixture is None else f"Keras model of fixture {fixture.name}",
-                              "outputs": {}}
+                              "quantization": manifest.get("quantization"), "reference": reference, "outputs": {}}
     first = out_names[0]
     for name in out_names:
         r, c = refs[name][:n].reshape(n, -1), compiled[name].reshape(n, -1)

@@ -264,8 +264,9 @@ def test_int8_dynamic_matches_converter_ops_and_weights(cs, converted):
 
 def test_int8_dynamic_accuracy_and_size(cs, converted, cs_eval):
     """Default (the converter's 1024-element threshold): our output is the converter's to 0.1 dB and
-    within 4 int8 output steps (4/256) of Keras (the converter's and ours: 0.022 max on 1,200 examples). min-elements=0 (every weight int8): weights 0.263 of
-    float (converter: 0.280), 9 dB lower SNR (the hybrid stem conv), decisions still agree."""
+    within 4 int8 output steps (4/256) of Keras (the converter's and ours: 0.022 max on 1,200 examples).
+    min-elements=0 (every weight int8): weights 0.263 of float (converter: 0.280), 9 dB lower SNR (the
+    hybrid stem conv), decisions still agree."""
     x, labels, keras_out = cs_eval
     names = [t.name for t in cs.model.inputs]
     default = compile_(cs, "quantize{mode=int8-dynamic}")

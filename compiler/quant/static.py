@@ -17,8 +17,7 @@ from compiler.ir import Model, Operator, Quantization, Tensor
 from compiler.ir.layers import layer_of_op
 from compiler.quant import graph, kernels
 from compiler.quant.calibrate import collect_ranges
-from compiler.quant.numerics import activation_params, bias_values, dequantize_values, quantize_values, \
-    symmetric_weights
+from compiler.quant.numerics import activation_params, bias_values, quantize_values, symmetric_weights
 from compiler.quant.weights_only import hybrid_int8
 
 OP = schema.BuiltinOperator
@@ -36,12 +35,6 @@ def _float_const(t: Tensor | None) -> bool:
 
 def _same(a: Quantization, b: Quantization) -> bool:
     return (np.allclose(a.scale, b.scale, rtol=1e-6, atol=0) and np.array_equal(a.zero_point, b.zero_point))
-
-
-def _range_of(q: Quantization, bits: int) -> tuple[float, float]:
-    lo, hi = (-32767, 32767) if bits == 16 else (-128, 127)
-    s, z = float(q.scale[0]), float(q.zero_point[0])
-    return (lo - z) * s, (hi - z) * s
 
 
 def quantize_static(model: Model, keep, calibration: dict, *, bits: int = 8, io: str = "float",
@@ -64,6 +57,8 @@ def quantize_static(model: Model, keep, calibration: dict, *, bits: int = 8, io:
             return ""  # no float tensors: nothing to decide
         if keep(sg, op):
             return "keep-float"
+        if op.builtin_code in (OP.WHILE, OP.IF, OP.CALL_ONCE):
+            return "control flow (e.g. an LSTM loop): runs float, loop weights int8 for hybrid kernels"
         if op.builtin_code not in supported:
             return f"no {'16x8' if bits == 16 else 'int8'} kernel"
         spec = kernels.WEIGHTS.get(op.builtin_code)
