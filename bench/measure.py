@@ -10,7 +10,7 @@ dwarf the runtime's own memory.
 
 Time of a run = load (manifest and hash checks, then every stage's interpreter creation, which maps
 the file, applies XNNPACK and allocates tensors) + inference (every stage's set_tensor, invoke and
-output copies) + release (the runtime's gc.collect() after freeing each interpreter). For a staged
+output copies, and freeing the interpreter, which reference counting does at once). For a staged
 build each is summed over the stages, as a phone app would see them; total_s is the wall time.
 """
 
@@ -79,25 +79,8 @@ def measure_build(build: str | os.PathLike, inputs_path: str | os.PathLike | Non
         finally:
             loads.append(time.perf_counter() - t0)
 
-    # The runtime frees each interpreter with gc.collect(); time that too (it is neither load nor invoke).
-    releases: list[float] = []
-    real_gc = staged.gc
-
-    class _TimedGC:
-        def __getattr__(self, name):
-            return getattr(real_gc, name)
-
-        @staticmethod
-        def collect(*args):
-            t0 = time.perf_counter()
-            try:
-                return real_gc.collect(*args)
-            finally:
-                releases.append(time.perf_counter() - t0)
-
     ends: list[float] = []
     staged.interpreter = timed_interpreter
-    staged.gc = _TimedGC()
     try:
         t0 = time.perf_counter()
         model = StagedModel(build, num_threads=num_threads, use_xnnpack=use_xnnpack)
@@ -106,20 +89,17 @@ def measure_build(build: str | os.PathLike, inputs_path: str | os.PathLike | Non
         t2 = time.perf_counter()
     finally:
         staged.interpreter = make
-        staged.gc = real_gc
     check = t1 - t0
     stage_rows = []
     prev = t1
     for k, end in enumerate(ends):
         load = loads[k] if k < len(loads) else 0.0
-        free = releases[k] if k < len(releases) else 0.0
-        stage_rows.append({"stage": k, "load_s": load, "release_s": free, "infer_s": max(0.0, end - prev - load - free)})
+        stage_rows.append({"stage": k, "load_s": load, "infer_s": max(0.0, end - prev - load)})
         prev = end
     load_s = check + sum(loads)
-    release_s = sum(releases)
     total = t2 - t0
     digest = {name: [float(np.asarray(v, dtype=np.float64).mean()), list(np.shape(v))] for name, v in outputs.items()}
-    return {"check_s": check, "load_s": load_s, "release_s": release_s, "infer_s": total - load_s - release_s,
+    return {"check_s": check, "load_s": load_s, "infer_s": total - load_s,
             "total_s": total,
             "stages": stage_rows, "outputs": digest}
 
@@ -150,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.build:
         runs = [measure_build(args.build, args.inputs, args.threads, not args.no_xnnpack) for _ in range(args.repeat)]
         result["runs"] = runs
-        for key in ("load_s", "infer_s", "release_s", "total_s"):
+        for key in ("load_s", "infer_s", "total_s"):
             result[key] = runs[0][key] if len(runs) == 1 else sorted(r[key] for r in runs)[len(runs) // 2]
     result["memory"] = read_status()
     if args.build and args.save_outputs:

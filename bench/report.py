@@ -53,9 +53,9 @@ def scenario_row(sc: Scenario) -> dict:
     runs = sc.runs
     row["runs"] = [{"peak": r["memory"]["VmHWM"], "rss_anon_end": r["memory"].get("RssAnon"),
                     "rss_file_end": r["memory"].get("RssFile"), "check_s": r["runs"][0].get("check_s"), "load_s": r["load_s"], "infer_s": r["infer_s"],
-                    "release_s": r["runs"][0].get("release_s"), "total_s": r["total_s"],
+                    "total_s": r["total_s"],
                     "stages": r["runs"][0]["stages"]} for r in runs]
-    for key in ("peak", "rss_anon_end", "rss_file_end", "check_s", "load_s", "infer_s", "release_s", "total_s"):
+    for key in ("peak", "rss_anon_end", "rss_file_end", "check_s", "load_s", "infer_s", "total_s"):
         row[key] = median([r[key] for r in row["runs"]])
     est, peak = row.get("estimated_peak"), row.get("peak")
     row["estimate_error_pct"] = (est - peak) / peak * 100 if est is not None and peak else None
@@ -101,12 +101,12 @@ def _status(row: dict) -> str:
 
 def table1_md(rows: list[dict]) -> list[str]:
     out = ["| scenario | stages | size MB (×float) | peak MB, median [runs] | ×float peak | above baseline MB "
-           "| est. peak MB (error) | load s | infer s | free s | total s, median [runs] | ×int8 time | paper |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| est. peak MB (error) | load s | infer s | total s, median [runs] | ×int8 time | paper |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         bad = _status(r)
         if bad:
-            out.append(f"| {r['label']} | {bad} |" + " |" * 11)
+            out.append(f"| {r['label']} | {bad} |" + " |" * 10)
             continue
         err = r.get("estimate_error_pct")
         out.append(
@@ -114,24 +114,24 @@ def table1_md(rows: list[dict]) -> list[str]:
             f"| {_mb(r.get('peak'))}{_runs(r, 'peak', lambda v: f'{v / MB:.1f}')} | {_x(r.get('peak_vs_float'))} "
             f"| {_mb(r.get('above_baseline'))} | {_mb(r.get('estimated_peak'))} "
             f"({'–' if err is None else f'{err:+.1f}%'}) | {_s(r.get('load_s'))} | {_s(r.get('infer_s'))} "
-            f"| {_s(r.get('release_s'))} | {_s(r.get('total_s'))}{_runs(r, 'total_s', _s)} | {_x(r.get('time_vs_int8'))} | {_paper(r)} |")
+            f"| {_s(r.get('total_s'))}{_runs(r, 'total_s', _s)} | {_x(r.get('time_vs_int8'))} | {_paper(r)} |")
     return out
 
 
 def fig4_md(rows: list[dict]) -> list[str]:
     out = ["| N asked | stages | peak MB, median [runs] | ×float peak | est. peak MB (error) | load s | infer s "
-           "| free s | total s, median [runs] | ×int8 time |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| total s, median [runs] | ×int8 time |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         bad = _status(r)
         if bad:
-            out.append(f"| {r['stages_asked']} | {bad} |" + " |" * 8)
+            out.append(f"| {r['stages_asked']} | {bad} |" + " |" * 7)
             continue
         err = r.get("estimate_error_pct")
         out.append(
             f"| {r['stages_asked']} | {r.get('stages', '–')} | {_mb(r.get('peak'))}"
             f"{_runs(r, 'peak', lambda v: f'{v / MB:.1f}')} | {_x(r.get('peak_vs_float'))} "
             f"| {_mb(r.get('estimated_peak'))} ({'–' if err is None else f'{err:+.1f}%'}) | {_s(r.get('load_s'))} "
-            f"| {_s(r.get('infer_s'))} | {_s(r.get('release_s'))} | {_s(r.get('total_s'))}{_runs(r, 'total_s', _s)} | {_x(r.get('time_vs_int8'))} |")
+            f"| {_s(r.get('infer_s'))} | {_s(r.get('total_s'))}{_runs(r, 'total_s', _s)} | {_x(r.get('time_vs_int8'))} |")
     return out
 
 
@@ -193,9 +193,6 @@ def plot_fig4(rows: list[dict], path: Path, title: str, baseline_peak: float | N
         ax.plot(n, [r[key] / scale for r in rows], "o-", color="C0", label="measured (median)")
         for r in rows:
             ax.scatter([r["stages"]] * len(r["runs"]), [x[key] / scale for x in r["runs"]], s=10, color="C0", alpha=0.35)
-        if key == "infer_s" and any(r.get("release_s") for r in rows):
-            ax.plot(n, [r["release_s"] for r in rows], "^:", color="C4", label="release (gc.collect per stage)")
-            ax.legend(fontsize=8)
         if key == "peak":
             est = [(r["stages"], r["estimated_peak"] / MB) for r in rows if r.get("estimated_peak")]
             if est:

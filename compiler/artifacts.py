@@ -18,11 +18,10 @@ import numpy as np
 import compiler
 from compiler.errors import BuildFolderError
 from compiler.files import sha256_file
+from compiler.manifest import FORMAT, MANIFEST
 from compiler.ir import Model, Tensor, flatbuffer, type_name
 from compiler.progress import bar
 
-MANIFEST = "manifest.json"
-FORMAT = 1
 
 
 def tensor_entry(t: Tensor) -> dict[str, Any]:
@@ -200,21 +199,3 @@ def report_markdown(manifest: dict, rep: dict) -> str:
     for name, notes in rep.get("passes", {}).items():
         lines += ["", f"## {name}", "", "```", json.dumps(notes, indent=1, default=_jsonable)[:4000], "```"]
     return "\n".join(lines) + "\n"
-
-
-def read_manifest(build_dir: str | os.PathLike) -> dict:
-    d = Path(build_dir)
-    if not d.exists():
-        raise BuildFolderError(f"{d}: no such build folder")
-    if not d.is_dir():
-        raise BuildFolderError(f"{d}: not a folder (expected a build folder with {MANIFEST})")
-    p = d / MANIFEST
-    if not p.is_file():
-        raise BuildFolderError(f"{d}: no {MANIFEST}; is this a tflc build folder?")
-    try:
-        manifest = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise BuildFolderError(f"{p}: unreadable manifest ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "stages" not in manifest:
-        raise BuildFolderError(f"{p}: not a tflc manifest of format {FORMAT}")
-    return manifest

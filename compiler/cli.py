@@ -84,7 +84,7 @@ def _default_output(source: str) -> str:
 def cmd_run(args) -> int:
     import numpy as np
 
-    from compiler.artifacts import read_manifest
+    from compiler.manifest import read_manifest
     from compiler.runtime import StagedModel, load_inputs, save_outputs
 
     manifest = read_manifest(args.build)
@@ -111,7 +111,7 @@ def cmd_run(args) -> int:
 # ----------------------------------------------------------------------------------------- inspect
 
 def cmd_inspect(args) -> int:
-    from compiler.artifacts import read_manifest
+    from compiler.manifest import read_manifest
     from compiler.ir import flatbuffer, type_name
 
     path = Path(args.path)

@@ -237,7 +237,7 @@ def verify(build_dir: str | os.PathLike, data: str, *, max_drop: float | None = 
            layers: bool = True) -> dict[str, Any]:
     """Run the build over `data` and compare with the float reference; writes DIR/verify.json.
     Returns the report; report["breaches"] lists the budgets breached (one line each)."""
-    from compiler.artifacts import read_manifest
+    from compiler.manifest import read_manifest
 
     start = time.perf_counter()
     build = Path(build_dir)

@@ -25,7 +25,7 @@ def load_models(path: str | Path) -> tuple[list[str], list]:
 
     p = Path(path)
     if p.is_dir():
-        from compiler.artifacts import read_manifest
+        from compiler.manifest import read_manifest
 
         manifest = read_manifest(p)
         files = [p / s["file"] for s in manifest["stages"]]

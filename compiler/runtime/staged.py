@@ -7,7 +7,6 @@ stage named in the manifest's `drop_after`, so only what later stages still need
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
@@ -51,7 +50,7 @@ class StagedModel:
     """A build folder, checked (manifest, files, sha256) and ready to run stage by stage."""
 
     def __init__(self, build_dir: str | os.PathLike, num_threads: int | None = None, use_xnnpack: bool = True):
-        from compiler.artifacts import read_manifest
+        from compiler.manifest import read_manifest
 
         self.dir = Path(build_dir)
         self.manifest = read_manifest(self.dir)
@@ -162,8 +161,9 @@ class StagedModel:
                 result[t["name"]] = np.array(interp.get_tensor(outs[t["name"]]["index"]))
             return result
         finally:
+            # Reference counting frees the interpreter (and unmaps the stage) right here; a full
+            # gc.collect() per stage cost 3-8 ms each and freed nothing more (bench: same VmHWM).
             del interp
-            gc.collect()
 
     def _drop_after(self) -> dict[str, int]:
         out_names = {o["name"] for o in self.outputs}
