@@ -121,9 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy  # noqa: F401  (part of the baseline)
     from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+    import compiler.manifest  # noqa: F401  (StagedModel reads the manifest with it)
     import compiler.runtime  # noqa: F401
-    # StagedModel imports this on construction (read_manifest); the baseline has to include it too.
-    import compiler.artifacts  # noqa: F401
 
     result: dict = {"build": args.build, "baseline": args.baseline, "repeat": args.repeat,
                     "threads": args.threads, "xnnpack": not args.no_xnnpack, "pid": os.getpid()}

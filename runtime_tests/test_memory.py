@@ -152,6 +152,7 @@ _MEASURE = textwrap.dedent("""
     import json, os, sys
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    import compiler.runtime  # the runtime process's own imports are part of the baseline
     path, xnn = sys.argv[1], sys.argv[2] == "1"
     it = Interpreter(model_path=path, num_threads=1, experimental_op_resolver_type=(
         OpResolverType.AUTO if xnn else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from compiler.artifacts import write_build
 from compiler.errors import PartitionError
 from compiler.ir import Model, flatbuffer
-from compiler.memory import Estimator, estimate
+from compiler.memory import Estimator, estimate, estimate_run
 from compiler.passes import PassContext, load_all
-from compiler.passes.partition import branch_order, build_stages, parse_size, partition
+from compiler.passes.partition import branch_order, build_stages, crossing_bytes, parse_size, partition
 from compiler import pipeline
 from compiler.runtime import StagedModel, run_tflite
 
@@ -188,23 +188,29 @@ def test_auto_reorders_interleaved_branches():
 
 
 def test_budget_is_respected_and_minimal(contect_small):
+    """Budget counts each stage's peak plus the handoff arrays held meanwhile (bounded by the tensors
+    crossing its two cuts), and uses the fewest stages that fit."""
     model = contect_small.model()
     est = Estimator(model)
     n = len(model.main.operators)
-    lo = max(est.range(i, i + 1)["peak"] for i in range(n))
-    hi = est.range(0, n)["peak"]
+    crossing = crossing_bytes(model)
+    cost = lambda a, b: est.range(a, b)["peak"] + crossing[a] + crossing[b]  # noqa: E731
+    lo = max(cost(i, i + 1) for i in range(n))
+    hi = cost(0, n)
     budget = (lo + hi) // 2
     ctx = PassContext()
     partition(model, ctx=ctx, budget=str(budget))
     rows = ctx.report["partition"]["per_stage"]
-    assert len(rows) >= 2 and all(r["peak"] <= budget for r in rows)
+    assert len(rows) >= 2 and all(r["peak"] + r["handoff_bound"] <= budget for r in rows)
     # The estimate of each built stage agrees with the partitioner's fast range estimate.
     for r, stage in zip(rows, model.stages):
         assert estimate(stage)["peak"] == r["peak"]
+    # The run estimate (exact handoff held) stays within the budget too.
+    assert estimate_run(model.stages)["peak"] <= budget
     # Fewest stages: merging any two neighbours breaks the budget.
     bounds = [r["first_op"] for r in rows] + [n]
     for k in range(len(rows) - 1):
-        assert est.range(bounds[k], bounds[k + 2])["peak"] > budget
+        assert cost(bounds[k], bounds[k + 2]) > budget
     staged_run(contect_small, model, "float", True)
 
 
@@ -221,8 +227,10 @@ def test_stages_n_is_balanced(contect_small):
     partition(model, ctx=ctx, stages=3)
     rows = ctx.report["partition"]["per_stage"]
     assert len(model.stages) == 3 and sum(r["ops"] for r in rows) == n
-    naive = max(est.range(a, b)["peak"] for a, b in ((0, n // 3), (n // 3, 2 * n // 3), (2 * n // 3, n)))
-    assert max(r["peak"] for r in rows) <= naive
+    crossing = crossing_bytes(model)
+    naive = max(est.range(a, b)["peak"] + crossing[a] + crossing[b]
+                for a, b in ((0, n // 3), (n // 3, 2 * n // 3), (2 * n // 3, n)))
+    assert max(r["peak"] + r["handoff_bound"] for r in rows) <= naive
 
 
 def test_cuts_by_keras_layer_and_tensor_name(contect_small):

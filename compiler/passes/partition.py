@@ -159,54 +159,89 @@ def build_stages(model: Model, cuts: list[int]) -> list[Model]:
 
 # ----------------------------------------------------------------------------------------- modes
 
-def _greedy(est: Estimator, budget: int, start: int = 0, end: int | None = None) -> list[int] | None:
-    """Fewest cuts so every range's peak fits `budget` (extend each stage while it fits); None if an op alone does not."""
-    end = len(est.ops) if end is None else end
-    cuts, a = [], start
-    while a < end:
-        if est.range(a, a + 1)["peak"] > budget:
+def crossing_bytes(model: Model) -> list[int]:
+    """c[i] = bytes of activations alive across a cut before main operator i (c[0]: the model inputs,
+    c[n]: the model outputs). During a stage [a, b) the runtime holds at most c[a] + c[b] of handoff
+    arrays (its inputs and whatever passes through, then its copied-out outputs)."""
+    ops = model.main.operators
+    n = len(ops)
+    first: dict[int, int] = {id(t): -1 for t in model.main.inputs}
+    last: dict[int, int] = {id(t): n for t in model.main.outputs}
+    size: dict[int, int] = {}
+    for i, op in enumerate(ops):
+        for t in op.outputs:
+            if t is not None and not t.is_constant:
+                first.setdefault(id(t), i)
+                size[id(t)] = t.nbytes
+        for t in (*op.inputs, *op.intermediates):
+            if t is not None and not t.is_constant:
+                last[id(t)] = max(last.get(id(t), i), i)
+                size[id(t)] = t.nbytes
+    diff = [0] * (n + 2)
+    for key, p in first.items():
+        end = last.get(key, p)
+        if end > p:  # alive across cuts p+1 .. end
+            diff[p + 1] += size.get(key, 0)
+            diff[end + 1] -= size.get(key, 0)
+    out, acc = [], 0
+    for i in range(n + 1):
+        acc += diff[i]
+        out.append(acc)
+    return out
+
+
+def _stage_cost(est: Estimator, crossing: list[int]):
+    """Estimated peak of the run while stage [a, b) is loaded: its own peak plus held handoff arrays."""
+    return lambda a, b: est.range(a, b)["peak"] + crossing[a] + crossing[b]
+
+
+def _greedy(cost, n_ops: int, budget: int) -> list[int] | None:
+    """Fewest cuts so every range's cost fits `budget` (extend each stage while it fits); None if an op alone does not."""
+    cuts, a = [], 0
+    while a < n_ops:
+        if cost(a, a + 1) > budget:
             return None
         b = a + 1
-        while b < end and est.range(a, b + 1)["peak"] <= budget:
+        while b < n_ops and cost(a, b + 1) <= budget:
             b += 1
-        if b < end:
+        if b < n_ops:
             cuts.append(b)
         a = b
     return cuts
 
 
-def _too_big_op(model: Model, est: Estimator, budget: int) -> None:
-    for i in range(len(est.ops)):
-        need = est.range(i, i + 1)["peak"]
+def _too_big_op(model: Model, cost, n_ops: int, budget: int) -> None:
+    for i in range(n_ops):
+        need = cost(i, i + 1)
         if need > budget:
-            op = est.ops[i]
+            op = model.main.operators[i]
             raise PartitionError(f"partition: operator #{i} {op.name} of Keras layer {layer_of_op(model, op, model.main)!r} "
                                  f"alone needs an estimated {_mib(need)}, over the budget of {_mib(budget)}; "
                                  "raise the budget or quantize the model")
 
 
-def _balanced(model: Model, est: Estimator, n: int) -> list[int]:
-    """N stages minimizing the largest stage peak: binary search on the budget with a greedy fill."""
-    total = len(est.ops)
+def _balanced(model: Model, cost, n: int) -> list[int]:
+    """N stages minimizing the largest stage cost: binary search on the budget with a greedy fill."""
+    total = len(model.main.operators)
     if n > total:
         raise PartitionError(f"partition: stages={n} but the main subgraph has only {total} operators")
-    lo = max(est.range(i, i + 1)["peak"] for i in range(total))
-    hi = est.range(0, total)["peak"]
-    best = _greedy(est, hi)
+    lo = max(cost(i, i + 1) for i in range(total))
+    hi = cost(0, total)
+    best = _greedy(cost, total, hi)
     while lo < hi:
         mid = (lo + hi) // 2
-        cuts = _greedy(est, mid)
+        cuts = _greedy(cost, total, mid)
         if cuts is not None and len(cuts) + 1 <= n:
             hi, best = mid, cuts
         else:
             lo = mid + 1
-    cuts = _greedy(est, hi) or best or []
+    cuts = _greedy(cost, total, hi) or best or []
     # Fewer stages than asked: split the costliest stage at its most balanced point until there are N.
     while len(cuts) + 1 < n:
         bounds = [0, *cuts, total]
-        spans = [(est.range(a, b)["peak"], a, b) for a, b in zip(bounds, bounds[1:]) if b - a > 1]
+        spans = [(cost(a, b), a, b) for a, b in zip(bounds, bounds[1:]) if b - a > 1]
         _, a, b = max(spans)
-        c = min(range(a + 1, b), key=lambda c: max(est.range(a, c)["peak"], est.range(c, b)["peak"]))
+        c = min(range(a + 1, b), key=lambda c: max(cost(a, c), cost(c, b)))
         cuts = sorted([*cuts, c])
     return cuts
 
@@ -273,23 +308,27 @@ def partition(model: Model, *, ctx: PassContext, stages: int = 0, budget: str | 
         mode = "auto"
     else:
         est = Estimator(model, use_xnnpack=xnnpack)
+        cost = _stage_cost(est, crossing_bytes(model))
+        n_ops = len(main.operators)
         if stages:
-            cut_at, mode = _balanced(model, est, stages), f"stages={stages}"
+            cut_at, mode = _balanced(model, cost, stages), f"stages={stages}"
         elif limit is not None:
-            cut_at = _greedy(est, limit)
+            cut_at = _greedy(cost, n_ops, limit)
             if cut_at is None:
-                _too_big_op(model, est, limit)
+                _too_big_op(model, cost, n_ops, limit)
             mode = f"budget={budget}"
         else:
             cut_at, mode = _named_cuts(model, cuts), f"cuts={cuts}"
     est = Estimator(model, use_xnnpack=xnnpack)
+    crossing = crossing_bytes(model)
     bounds = [0, *cut_at, len(main.operators)]
     rows = []
     for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
         e = est.range(a, b)
+        held = crossing[a] + crossing[b]
         row = {"stage": k, "ops": b - a, "first_op": a, "weights": e["weights"], "arena": e["arena"],
-               "delegate": e["delegate"], "peak": e["peak"]}
-        if limit is not None and e["peak"] > limit:
+               "delegate": e["delegate"], "peak": e["peak"], "handoff_bound": held}
+        if limit is not None and e["peak"] + held > limit:
             row["over_budget"] = True  # only in auto mode: branches are not split
         rows.append(row)
     model.stages = build_stages(model, cut_at)
