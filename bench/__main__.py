@@ -169,8 +169,8 @@ def _markdown(args, data, rows1, rows4, tg, int8, budget, baseline_peak, png) ->
              "- peak = VmHWM of the measuring process (runtime baseline included); "
              f"baseline (runtime imported, no model): **{(baseline_peak or 0) / mb:.1f} MB**.",
              "- time = load (manifest/hash checks + every stage's interpreter creation: mmap, XNNPACK, allocation) "
-             "+ inference (every stage's set_tensor, invoke and output copies) + free (the runtime's gc.collect() "
-             "after each stage), each summed over the stages; total = wall time of StagedModel(build)(inputs).",
+             "+ inference (every stage's set_tensor, invoke, output copies and freeing the interpreter), each summed "
+             "over the stages; total = wall time of StagedModel(build)(inputs).",
              f"- int8 rows use `quantize{{mode={int8}}}`: {data['int8'].get('why', 'chosen with --int8')}.",
              f"- ratios: peak and size vs float unpartitioned, time vs {int8} unpartitioned; "
              "est. = `memory_estimate.peak` of the build's report.json (compiler.memory.estimate_run), "

@@ -104,6 +104,7 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
             "pipeline": pipeline,
             "source": getattr(source, "spec", None),
             "fixture": getattr(getattr(source, "fixture", None), "name", None),
+            "source_sha256": _source_sha256(source),
             "quantization": quant,
             "inputs": [tensor_entry(t) for t in model.inputs],
             "outputs": [dict(tensor_entry(t), source=src) for t, src in zip(model.outputs, plan["output_sources"])],
@@ -125,6 +126,15 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _source_sha256(source: Any) -> str | None:
+    """sha256 of a file source (.tflite/.keras), so caches can tell whether a build is stale."""
+    spec = getattr(source, "spec", None)
+    if not spec or getattr(source, "kind", None) not in ("tflite", "keras"):
+        return None
+    path = Path(spec)
+    return sha256_file(path) if path.is_file() else None
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
