@@ -97,7 +97,7 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
         (tmp / "ops.json").write_text(json.dumps(table, indent=1))
         (tmp / "register_ops.cc").write_text(register_ops_cc(table))
         rep = dict(report or {})
-        quant = (rep.get("passes", {}).get("quantize") or {}).get("mode", "float")
+        quant = (rep.get("passes", {}).get("quantize") or {}).get("mode") or infer_quantization(model)
         manifest = {
             "format": FORMAT,
             "tflc_version": compiler.__version__,
@@ -126,6 +126,24 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def infer_quantization(model: Model) -> str:
+    """The precision of a model that tflc did not quantize itself (e.g. an imported .tflite)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    T = schema.TensorType
+    weights = {t.type for t in model.constant_tensors()}
+    activations = {t.type for sg in model.subgraphs for t in sg.tensors if not t.is_constant}
+    if T.INT16 in activations and T.INT8 in weights:
+        return "int16x8"
+    if T.INT8 in activations or T.UINT8 in activations:
+        return "int8"
+    if T.INT8 in weights:
+        return "int8-dynamic"
+    if T.FLOAT16 in weights:
+        return "float16"
+    return "float"
 
 
 def _source_sha256(source: Any) -> str | None:

@@ -39,11 +39,17 @@ OP = schema.BuiltinOperator
 # 35.5 MB before the runtime's own imports were counted, which made every estimate ~5 MB low.
 PROCESS_BASELINE = 40_100_000
 # The first interpreter on top of that (kernel code paged in, thread pool, allocator pools):
-# VmHWM of a one-ADD model minus the process baseline, 2.4 MB without XNNPACK, 3.05 MB with.
-INTERPRETER_OVERHEAD = {False: 2_400_000, True: 3_050_000}
+# VmHWM of a one-ADD model minus the process baseline, 2.4 MB without XNNPACK, 3.05 MB with. A real
+# CNN pages in more of XNNPACK's microkernels: full Contect, float, 11 stages, measured 3.2 MB above
+# an estimate made with the one-ADD figure (bench/results/contect.md), hence +3 MB with XNNPACK.
+INTERPRETER_OVERHEAD = {False: 2_400_000, True: 6_050_000}
 BASELINE = {k: PROCESS_BASELINE + v for k, v in INTERPRETER_OVERHEAD.items()}
 
 ALIGNMENT = 64  # LiteRT's kDefaultTensorAlignment
+# XNNPACK's packed int8 weights take more than the int8 bytes (output-channel tiles padded, per-channel
+# sums and int32 biases stored with them): full Contect, int8, unpartitioned, measured 35 MB above the
+# estimate for 260 MB of int8 weights (bench/results/contect.md), i.e. 1.13x.
+INT8_PACKING = 1.13
 # Ops whose constant weights XNNPACK packs into its own buffers.
 PACKED_OPS = {OP.CONV_2D, OP.DEPTHWISE_CONV_2D, OP.FULLY_CONNECTED, OP.TRANSPOSE_CONV, OP.BATCH_MATMUL,
               OP.CONV_3D}
@@ -134,7 +140,11 @@ def _packed(op: Operator) -> int:
             continue
         if t.is_constant:
             n = t.nbytes or t.buffer.nbytes
-            total += n if t.type != schema.TensorType.FLOAT16 else 2 * n
+            if t.type == schema.TensorType.FLOAT16:
+                n *= 2  # unpacked to float32
+            elif t.type in (schema.TensorType.INT8, schema.TensorType.UINT8):
+                n = int(n * INT8_PACKING)
+            total += n
     return total
 
 
