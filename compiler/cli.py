@@ -185,27 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--tensors", type=int, default=10, metavar="N", help="list the N largest tensors (default 10)")
     i.set_defaults(func=cmd_inspect)
 
-    try:
-        from compiler import verify
-    except ImportError:
-        verify = None
-    if verify is not None:
-        v = sub.add_parser("verify", help="measure accuracy loss of a build against the float Keras model",
-                           description="Run the build with the staged runtime on evaluation data and compare it "
-                           "with the Keras float model. Exit 0 within budget, 1 when a budget is breached, "
-                           "2 on usage errors.")
-        verify.add_arguments(v)
-        v.set_defaults(func=verify.run)
-    try:
-        from kernels import cli as ops_cli
-    except ImportError:
-        ops_cli = None
-    if ops_cli is not None:
-        o = sub.add_parser("ops", help="list the kernels (op, version) a model needs; check them against a target",
-                           description="List every (op, version) a .tflite or build folder needs, check it against "
-                           "a target op set, and print a table, JSON or C++ registration source.")
-        ops_cli.add_arguments(o)
-        o.set_defaults(func=ops_cli.run)
+    from compiler import verify
+    from kernels import cli as ops_cli
+
+    external = [
+        ("verify", verify, "measure accuracy loss of a build against the float Keras model",
+         "Run the build with the staged runtime on evaluation data and compare it with the Keras float model. "
+         "Exit 0 within budget, 1 when a budget is breached, 2 on usage errors."),
+        ("ops", ops_cli, "list the kernels (op, version) a model needs; check them against a target",
+         "List every (op, version) a .tflite or build folder needs, check it against a target op set, and "
+         "print a table, JSON or C++ registration source."),
+    ]
+    for name, module, help_text, description in external:
+        sp = sub.add_parser(name, help=help_text, description=description)
+        module.add_arguments(sp)
+        sp.set_defaults(func=module.run)
     return p
 
 
