@@ -19,7 +19,7 @@ import compiler
 from compiler.errors import BuildFolderError
 from compiler.files import sha256_file
 from compiler.manifest import FORMAT, MANIFEST
-from compiler.ir import Model, Tensor, flatbuffer, type_name
+from compiler.ir import Buffer, Model, Tensor, flatbuffer, type_name
 from compiler.progress import bar
 
 
@@ -84,6 +84,7 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
         stage_entries = []
         for k, st in enumerate(bar(stages, label="writing stages")):
             fname = f"stage_{k:02d}.tflite"
+            _refresh_min_runtime(st)
             data = flatbuffer.dumps(st)
             (tmp / fname).write_bytes(data)
             stage_entries.append({
@@ -126,6 +127,18 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _refresh_min_runtime(model: Model) -> None:
+    """Rewrite the converter's `min_runtime_version` metadata for the ops this model now uses
+    (quantization raises op versions, so the converter's value goes stale)."""
+    from kernels.catalogue import required_runtime
+
+    for i, (name, _) in enumerate(model.metadata):
+        if name == "min_runtime_version":
+            version, _estimated = required_runtime([model])
+            data = version.encode().ljust(16, b"\0")  # the converter's fixed 16-byte field
+            model.metadata[i] = (name, Buffer(np.frombuffer(data, dtype=np.uint8)))
 
 
 def infer_quantization(model: Model) -> str:

@@ -217,3 +217,28 @@ def test_failed_compile_keeps_existing_build(small_build, tmp_path):
     assert_user_error(tflc("compile", str(bad), "--pipeline", FLOAT_PIPELINE, "-o", str(existing)))
     assert (existing / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tflite", "keep"]
+
+
+def test_default_pipeline_partitions_and_equals_unpartitioned(tmp_path):
+    """Issue 5's done-when, through the CLI: the default pipeline (int8-dynamic, check-opset, partition{auto})
+    runs stage by stage and gives exactly the unpartitioned build's output."""
+    from compiler.ir import flatbuffer
+    from kernels.catalogue import required_runtime
+
+    staged, whole = tmp_path / "p", tmp_path / "w"
+    assert tflc("compile", "fixtures:contect-small", "-o", str(staged)).returncode == 0
+    proc = tflc("compile", "fixtures:contect-small", "--pipeline",
+                "strip-unused,dedupe-buffers,quantize{mode=int8-dynamic}", "-o", str(whole))
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((staged / "manifest.json").read_text())
+    assert len(manifest["stages"]) == 4 and manifest["quantization"] == "int8-dynamic"
+    assert "partition{auto}" in manifest["pipeline"] and "check-opset{target=builtins}" in manifest["pipeline"]
+    for build in (staged, whole):
+        proc = tflc("run", str(build), "-o", str(build / "out.npz"))
+        assert proc.returncode == 0, proc.stderr
+    with np.load(staged / "out.npz") as a, np.load(whole / "out.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+    # The converter's min_runtime_version metadata is rewritten for the raised op versions (FC v12).
+    stage = flatbuffer.load(staged / "stage_00.tflite")
+    meta = dict(stage.metadata)["min_runtime_version"].data.tobytes().rstrip(b"\0").decode()
+    assert meta == required_runtime([stage])[0] == "2.17.0"

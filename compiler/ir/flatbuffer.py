@@ -259,7 +259,7 @@ def dumps(model: Model) -> bytes:
         st = schema.SubGraphT()
         st.name = sg.name or None
         # Declared-but-unused tensors are kept: removing them is strip-unused's job, not the writer's.
-        tensors = _written_order(sg)
+        tensors = written_order(sg)
         index = {id(t): i for i, t in enumerate(tensors)}
         st.tensors = []
         for t in tensors:
@@ -330,7 +330,7 @@ def dumps(model: Model) -> bytes:
         sdt = schema.SignatureDefT()
         sdt.signatureKey = sd.key
         sdt.subgraphIndex = subgraph_index[id(sd.subgraph)]
-        tindex = {id(t): i for i, t in enumerate(_written_order(sd.subgraph))}
+        tindex = {id(t): i for i, t in enumerate(written_order(sd.subgraph))}
 
         def maps(pairs):
             out = []
@@ -367,7 +367,8 @@ def dumps(model: Model) -> bytes:
     return bytes(builder.Output())
 
 
-def _written_order(sg: Subgraph) -> list[Tensor]:
+def written_order(sg: Subgraph) -> list[Tensor]:
+    """The subgraph's tensors in the order `dumps` writes them (so position = tensor index in the file)."""
     tensors = sg.referenced_tensors()
     known = {id(t) for t in tensors}
     return tensors + [t for t in sg.tensors if id(t) not in known]

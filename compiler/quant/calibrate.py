@@ -41,7 +41,7 @@ def collect_ranges(model: Model, calibration: dict[str, np.ndarray], percentile:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     data = flatbuffer.dumps(model)
-    order = flatbuffer._written_order(model.main)  # tensor index in the written file
+    order = flatbuffer.written_order(model.main)  # tensor index in the written file
     index = {id(t): i for i, t in enumerate(order)}
     inputs = match_inputs(model, calibration)
     batch = int(model.inputs[0].shape[0]) if model.inputs and model.inputs[0].shape else 1
