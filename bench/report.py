@@ -108,14 +108,19 @@ def table1_md(rows: list[dict]) -> list[str]:
         if bad:
             out.append(f"| {r['label']} | {bad} |" + " |" * 10)
             continue
-        err = r.get("estimate_error_pct")
-        out.append(
-            f"| {r['label']} | {r.get('stages', '–')} | {_mb(r.get('bytes'))} ({_x(r.get('size_vs_float'))}) "
-            f"| {_mb(r.get('peak'))}{_runs(r, 'peak', lambda v: f'{v / MB:.1f}')} | {_x(r.get('peak_vs_float'))} "
-            f"| {_mb(r.get('above_baseline'))} | {_mb(r.get('estimated_peak'))} "
-            f"({'–' if err is None else f'{err:+.1f}%'}) | {_s(r.get('load_s'))} | {_s(r.get('infer_s'))} "
-            f"| {_s(r.get('total_s'))}{_runs(r, 'total_s', _s)} | {_x(r.get('time_vs_int8'))} | {_paper(r)} |")
+        peak, rest = _measured_cells(r)
+        out.append(f"| {r['label']} | {r.get('stages', '–')} | {_mb(r.get('bytes'))} ({_x(r.get('size_vs_float'))}) "
+                   f"| {peak} | {_mb(r.get('above_baseline'))} | {rest} | {_paper(r)} |")
     return out
+
+
+def _measured_cells(r: dict) -> tuple[str, str]:
+    """The cells both tables share: 'peak [runs] | ×float' and 'est. (error) | load | infer | total [runs] | ×int8'."""
+    err = r.get("estimate_error_pct")
+    peak = f"{_mb(r.get('peak'))}{_runs(r, 'peak', lambda v: f'{v / MB:.1f}')} | {_x(r.get('peak_vs_float'))}"
+    rest = (f"{_mb(r.get('estimated_peak'))} ({'–' if err is None else f'{err:+.1f}%'}) | {_s(r.get('load_s'))} "
+            f"| {_s(r.get('infer_s'))} | {_s(r.get('total_s'))}{_runs(r, 'total_s', _s)} | {_x(r.get('time_vs_int8'))}")
+    return peak, rest
 
 
 def fig4_md(rows: list[dict]) -> list[str]:
@@ -126,12 +131,8 @@ def fig4_md(rows: list[dict]) -> list[str]:
         if bad:
             out.append(f"| {r['stages_asked']} | {bad} |" + " |" * 7)
             continue
-        err = r.get("estimate_error_pct")
-        out.append(
-            f"| {r['stages_asked']} | {r.get('stages', '–')} | {_mb(r.get('peak'))}"
-            f"{_runs(r, 'peak', lambda v: f'{v / MB:.1f}')} | {_x(r.get('peak_vs_float'))} "
-            f"| {_mb(r.get('estimated_peak'))} ({'–' if err is None else f'{err:+.1f}%'}) | {_s(r.get('load_s'))} "
-            f"| {_s(r.get('infer_s'))} | {_s(r.get('total_s'))}{_runs(r, 'total_s', _s)} | {_x(r.get('time_vs_int8'))} |")
+        peak, rest = _measured_cells(r)
+        out.append(f"| {r['stages_asked']} | {r.get('stages', '–')} | {peak} | {rest} |")
     return out
 
 
