@@ -16,12 +16,19 @@ from compiler.errors import InputError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _litert():
+    """LiteRT's Interpreter; the older `tflite-runtime` package (same API, no numpy-2 wheels) as a fallback."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
+    return Interpreter, OpResolverType
+
 
 def interpreter(model: str | os.PathLike | bytes, num_threads: int | None = None, use_xnnpack: bool = True,
                 preserve_all_tensors: bool = False):
     """A LiteRT interpreter with tensors allocated. A path is memory-mapped by LiteRT (weights are not copied)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
+    Interpreter, OpResolverType = _litert()
     resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     kwargs: dict[str, Any] = dict(num_threads=num_threads, experimental_op_resolver_type=resolver,
                                   experimental_preserve_all_tensors=preserve_all_tensors)
