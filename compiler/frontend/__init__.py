@@ -7,6 +7,7 @@ input signature fixes the batch (to the model's own batch if it has one, else `-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -133,24 +134,40 @@ def _export(keras_model, batch: int | None, directory: str) -> tuple[list[str], 
     return in_names, out_names
 
 
+def _run_converter(directory: str, flags: dict, layers: list[str], label: str | None = None,
+                   saved_model: Path | None = None) -> bytes:
+    """tf.lite.TFLiteConverter on a SavedModel folder; failures become one ConversionError line."""
+    tf = _tf()
+    converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+    _apply_flags(converter, flags)
+    with spinner(label) if label else contextlib.nullcontext():
+        try:
+            return converter.convert()
+        except Exception as e:
+            raise ConversionError(_explain_conversion_error(e, layers, saved_model)) from None
+
+
+def _lower(keras_model, batch: int | None, flags: dict, label: str | None = None):
+    """Export with a fixed batch, then convert: (flatbuffer bytes, input names, output names, layer names).
+    With a label, each step shows a spinner on stderr."""
+    layers = keras_layer_names(keras_model)
+    with tempfile.TemporaryDirectory(prefix="tflc-export-") as d:
+        with spinner(f"exporting {label}") if label else contextlib.nullcontext():
+            try:
+                in_names, out_names = _export(keras_model, batch, d)
+            except (UsageError, ConversionError):
+                raise
+            except Exception as e:
+                raise ConversionError(f"cannot export the Keras model for conversion: {_first_line(e)}") from None
+        data = _run_converter(d, flags, layers, f"converting {label} with the TFLite converter" if label else None)
+    return data, in_names, out_names, layers
+
+
 def convert_keras(keras_model, batch: int | None = None, **flags) -> bytes:
     """Lower a Keras model with tf.lite.TFLiteConverter; `flags` set converter attributes:
     optimizations, representative_dataset, target_spec_supported_types, supported_ops,
     inference_input_type, inference_output_type, or any plain converter attribute."""
-    tf = _tf()
-    with tempfile.TemporaryDirectory(prefix="tflc-export-") as d:
-        try:
-            _export(keras_model, batch, d)
-        except (UsageError, ConversionError):
-            raise
-        except Exception as e:
-            raise ConversionError(f"cannot export the Keras model for conversion: {_first_line(e)}") from None
-        converter = tf.lite.TFLiteConverter.from_saved_model(d)
-        _apply_flags(converter, flags)
-        try:
-            return converter.convert()
-        except Exception as e:
-            raise ConversionError(_explain_conversion_error(e, keras_layer_names(keras_model))) from None
+    return _lower(keras_model, batch, flags)[0]
 
 
 def _apply_flags(converter, flags: dict) -> None:
@@ -168,9 +185,14 @@ def _first_line(e: Exception) -> str:
     return text[0][:300] if text else type(e).__name__
 
 
-def _explain_conversion_error(e: Exception, layers: list[str]) -> str:
+def _explain_conversion_error(e: Exception, layers: list[str], saved_model: Path | None = None) -> str:
     """Turn a converter failure into one line naming the TF op and the Keras layer it came from."""
     text = str(e)
+    if saved_model is not None and "TensorList" in text:
+        # The loops were traced with an unknown batch when the SavedModel was written; fixing the
+        # batch afterwards cannot retrace them.
+        return (f"cannot convert {saved_model}: its LSTM/RNN loops were saved with an unknown batch size; "
+                "re-export it with keras.Input(..., batch_size=1), or compile the .keras file instead")
     ops = re.findall(r"'(tf\.[A-Za-z0-9_]+)'", text) or re.findall(r"\b(tf\.[A-Za-z0-9_]+)\b", text)
     locs = re.findall(r'loc\((?:fused\[)?"([^"]+)"', text) + re.findall(r'"([^"]*/[^"]*)"', text)
     layer = None
@@ -206,31 +228,20 @@ def _rename_io(model: Model, in_names: list[str], out_names: list[str]) -> None:
         model.main.outputs = [by_name[n] for n in out_names]
 
 
+def _batch_of(model: Model) -> int:
+    """The batch the lowered model runs with: the first input's leading dimension (1 for scalars)."""
+    return int(model.inputs[0].shape[0]) if model.inputs and model.inputs[0].shape else 1
+
+
 def from_keras(keras_model, batch: int | None = None, spec: str = "<keras model>") -> Source:
     import time
 
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="tflc-export-") as d:
-        with spinner(f"exporting {spec}"):
-            try:
-                in_names, out_names = _export(keras_model, batch, d)
-            except (UsageError, ConversionError):
-                raise
-            except Exception as e:
-                raise ConversionError(f"cannot export the Keras model for conversion: {_first_line(e)}") from None
-        tf = _tf()
-        converter = tf.lite.TFLiteConverter.from_saved_model(d)
-        layers = keras_layer_names(keras_model)
-        with spinner(f"converting {spec} with the TFLite converter"):
-            try:
-                data = converter.convert()
-            except Exception as e:
-                raise ConversionError(_explain_conversion_error(e, layers)) from None
+    data, in_names, out_names, layers = _lower(keras_model, batch, {}, label=spec)
     model = flatbuffer.loads(data, origin=spec)
     model.keras_layers = layers
     _rename_io(model, in_names, out_names)
-    batch_used = int(next(iter(model.inputs)).shape[0]) if model.inputs and model.inputs[0].shape else 1
-    src = Source(spec=spec, kind="keras", model=model, batch=batch_used, _keras=keras_model)
+    src = Source(spec=spec, kind="keras", model=model, batch=_batch_of(model), _keras=keras_model)
     src.convert_seconds = time.perf_counter() - start
     return src
 
@@ -265,8 +276,7 @@ def load_source(spec: str, batch: int | None = None, calibration: str | None = N
             src = _from_saved_model(path, batch)
         elif path.suffix == ".tflite":
             model = flatbuffer.load(path)
-            src = Source(spec=spec, kind="tflite", model=model,
-                         batch=int(model.inputs[0].shape[0]) if model.inputs and model.inputs[0].shape else 1)
+            src = Source(spec=spec, kind="tflite", model=model, batch=_batch_of(model))
         elif path.suffix in (".keras", ".h5"):
             keras_model = _load_keras_file(path)
             src = from_keras(keras_model, batch=batch, spec=spec)
@@ -332,25 +342,13 @@ def _from_saved_model(path: Path, batch: int | None) -> Source:
     with tempfile.TemporaryDirectory(prefix="tflc-export-") as d:
         with spinner(f"re-exporting {path} with a fixed batch"):
             tf.saved_model.save(module, d, signatures={"serving_default": module.serve})
-        converter = tf.lite.TFLiteConverter.from_saved_model(d)
-        with spinner(f"converting {path} with the TFLite converter"):
-            try:
-                data = converter.convert()
-            except Exception as e:
-                message = _explain_conversion_error(e, [])
-                if "TensorList" in str(e):
-                    # The loops were traced with an unknown batch when the SavedModel was written;
-                    # fixing the batch afterwards cannot retrace them.
-                    message = (f"cannot convert {path}: its LSTM/RNN loops were saved with an unknown batch size; "
-                               "re-export it with keras.Input(..., batch_size=1), or compile the .keras file instead")
-                raise ConversionError(message) from None
+        data = _run_converter(d, {}, [], f"converting {path} with the TFLite converter", saved_model=path)
     model = flatbuffer.loads(data, origin=str(path))
     out_names = [s.name for s in model.main.outputs]
     sig = next((s for s in model.signature_defs if s.subgraph is model.main), None)
     if sig is not None:
         out_names = [n for n, _ in sig.outputs]
     _rename_io(model, names, out_names)
-    src = Source(spec=str(path), kind="savedmodel", model=model,
-                 batch=int(model.inputs[0].shape[0]) if model.inputs and model.inputs[0].shape else 1)
+    src = Source(spec=str(path), kind="savedmodel", model=model, batch=_batch_of(model))
     src.convert_seconds = time.perf_counter() - start
     return src
