@@ -21,9 +21,6 @@ from compiler.errors import BuildFolderError, InputError
 from compiler.files import atomic_write, read_npz, sha256_file
 from compiler.runtime.litert import interpreter, quantize
 
-_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "int8": np.int8,
-           "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32,
-           "int64": np.int64, "uint64": np.uint64, "bool": np.bool_}
 
 
 def inputs_digest(inputs: Mapping[str, np.ndarray]) -> str:
@@ -127,7 +124,7 @@ class StagedModel:
             shape = tuple(int(d) for d in spec["shape"])
             if a.shape != shape:
                 raise InputError(f"input {name!r}: shape {shape} expected, got {a.shape}")
-            want = np.dtype(_DTYPES.get(spec["dtype"], spec["dtype"]))
+            want = np.dtype(spec["dtype"])  # manifest dtypes are numpy names ("float32", "int8", ...)
             if a.dtype != want:
                 if spec.get("quantization") and np.issubdtype(want, np.integer) and np.issubdtype(a.dtype, np.floating):
                     a = quantize(a, spec["quantization"], want)
