@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.files import atomic_write
+from compiler.verify import cosine, snr_db
 
 
 def _compile(src: Path, pipeline: str, out: Path, calibration: Path | None) -> None:
@@ -74,13 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         size = sum(s["bytes"] for s in json.loads((out / "manifest.json").read_text())["stages"])
         if ref is None:
             ref, float_bytes = got, size
-        noise = float(np.sum((ref.astype(np.float64) - got) ** 2))
-        signal = float(np.sum(ref.astype(np.float64) ** 2))
-        cos = float(np.dot(ref.reshape(-1), got.reshape(-1)) /
-                    max(1e-30, np.linalg.norm(ref) * np.linalg.norm(got)))
+        snr = snr_db(ref, got)
         rows.append({"mode": mode, "bytes": size, "size_vs_float": size / float_bytes,
-                     "snr_db": None if noise == 0 else 10 * np.log10(signal / noise),
-                     "max_abs_error": float(np.max(np.abs(ref - got))), "cosine": cos, "examples": n})
+                     "snr_db": None if np.isinf(snr) else snr,  # None: bit-identical
+                     "max_abs_error": float(np.max(np.abs(ref - got))), "cosine": cosine(ref, got), "examples": n})
         print(f"[fidelity] {rows[-1]}", file=sys.stderr, flush=True)
 
     results = Path(args.results)
