@@ -99,41 +99,40 @@ def _status(row: dict) -> str:
     return ""
 
 
-def table1_md(rows: list[dict]) -> list[str]:
-    out = ["| scenario | stages | size MB (×float) | peak MB, median [runs] | ×float peak | above baseline MB "
-           "| est. peak MB (error) | load s | infer s | total s, median [runs] | ×int8 time | paper |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def _table(columns: list[str], rows: list[dict], first, cells) -> list[str]:
+    """A markdown table: `first(r)` then `cells(r)` per row; a row that failed (see `_status`) shows why."""
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         bad = _status(r)
-        if bad:
-            out.append(f"| {r['label']} | {bad} |" + " |" * 10)
-            continue
-        peak, rest = _measured_cells(r)
-        out.append(f"| {r['label']} | {r.get('stages', '–')} | {_mb(r.get('bytes'))} ({_x(r.get('size_vs_float'))}) "
-                   f"| {peak} | {_mb(r.get('above_baseline'))} | {rest} | {_paper(r)} |")
+        row = [first(r), bad, *[""] * (len(columns) - 2)] if bad else [first(r), *cells(r)]
+        out.append("| " + " | ".join(row) + " |")
     return out
 
 
-def _measured_cells(r: dict) -> tuple[str, str]:
-    """The cells both tables share: 'peak [runs] | ×float' and 'est. (error) | load | infer | total [runs] | ×int8'."""
+def _measured_cells(r: dict) -> list[str]:
+    """The cells both tables share: peak [runs], ×float, est. (error), load, infer, total [runs], ×int8."""
     err = r.get("estimate_error_pct")
-    peak = f"{_mb(r.get('peak'))}{_runs(r, 'peak', lambda v: f'{v / MB:.1f}')} | {_x(r.get('peak_vs_float'))}"
-    rest = (f"{_mb(r.get('estimated_peak'))} ({'–' if err is None else f'{err:+.1f}%'}) | {_s(r.get('load_s'))} "
-            f"| {_s(r.get('infer_s'))} | {_s(r.get('total_s'))}{_runs(r, 'total_s', _s)} | {_x(r.get('time_vs_int8'))}")
-    return peak, rest
+    return [f"{_mb(r.get('peak'))}{_runs(r, 'peak', lambda v: f'{v / MB:.1f}')}", _x(r.get("peak_vs_float")),
+            f"{_mb(r.get('estimated_peak'))} ({'–' if err is None else f'{err:+.1f}%'})", _s(r.get("load_s")),
+            _s(r.get("infer_s")), f"{_s(r.get('total_s'))}{_runs(r, 'total_s', _s)}", _x(r.get("time_vs_int8"))]
+
+
+def table1_md(rows: list[dict]) -> list[str]:
+    def cells(r):
+        m = _measured_cells(r)
+        return [str(r.get("stages", "–")), f"{_mb(r.get('bytes'))} ({_x(r.get('size_vs_float'))})",
+                *m[:2], _mb(r.get("above_baseline")), *m[2:], _paper(r)]
+
+    columns = ["scenario", "stages", "size MB (×float)", "peak MB, median [runs]", "×float peak", "above baseline MB",
+               "est. peak MB (error)", "load s", "infer s", "total s, median [runs]", "×int8 time", "paper"]
+    return _table(columns, rows, lambda r: r["label"], cells)
 
 
 def fig4_md(rows: list[dict]) -> list[str]:
-    out = ["| N asked | stages | peak MB, median [runs] | ×float peak | est. peak MB (error) | load s | infer s "
-           "| total s, median [runs] | ×int8 time |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        bad = _status(r)
-        if bad:
-            out.append(f"| {r['stages_asked']} | {bad} |" + " |" * 7)
-            continue
-        peak, rest = _measured_cells(r)
-        out.append(f"| {r['stages_asked']} | {r.get('stages', '–')} | {peak} | {rest} |")
-    return out
+    columns = ["N asked", "stages", "peak MB, median [runs]", "×float peak", "est. peak MB (error)", "load s",
+               "infer s", "total s, median [runs]", "×int8 time"]
+    return _table(columns, rows, lambda r: str(r["stages_asked"]),
+                  lambda r: [str(r.get("stages", "–")), *_measured_cells(r)])
 
 
 def targets(rows: list[dict], int8: str, budget_bytes: int | None, baseline_peak: float | None) -> list[dict]:
