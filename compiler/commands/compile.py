@@ -1,0 +1,66 @@
+"""`tflc compile SOURCE`: lower a model, run the pass pipeline and write a build folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+NAME = "compile"
+HELP = "compile a model into a build folder"
+DESCRIPTION = ("Lower SOURCE to TFLite, run the pass pipeline and write a build folder "
+               "(stage_NN.tflite, manifest.json, ops.json, register_ops.cc, report.json/md).")
+DEFAULT_PIPELINE = ("strip-unused,dedupe-buffers,quantize{mode=int8-dynamic},"
+                    "check-opset{target=builtins},partition{auto}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="SOURCE",
+                        help="fixtures:NAME, a .keras file, a SavedModel folder or a .tflite file")
+    parser.add_argument("--pipeline", "-p", default=DEFAULT_PIPELINE,
+                        help=f"comma-separated passes with options in braces (default: {DEFAULT_PIPELINE})")
+    parser.add_argument("-o", "--output", help="build folder to write (default: build/<name>); replaced atomically")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="batch size for inputs whose batch dimension is None (default 1; LSTMs need a fixed batch)")
+    parser.add_argument("--calibration", metavar="NPZ", help="calibration data for int8: arrays keyed by input name")
+    parser.add_argument("--print-ir-after-all", action="store_true", help="dump the IR to stderr after each pass")
+
+
+def peak_rss_bytes() -> int:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) * 1024
+
+
+def default_output(source: str) -> str:
+    if source.startswith("fixtures:"):
+        return str(Path("build") / source.split(":", 1)[1])
+    return str(Path("build") / Path(source.rstrip("/")).stem)
+
+
+def run(args) -> int:
+    from compiler import pipeline
+    from compiler.artifacts import write_build
+    from compiler.frontend import load_source
+    from compiler.passes import PassContext
+
+    start = time.perf_counter()
+    steps = pipeline.parse(args.pipeline)  # check the pipeline before the slow conversion
+    src = load_source(args.source, batch=args.batch, calibration=args.calibration)
+    out = args.output or default_output(args.source)
+    ctx = PassContext(source=src)
+    timings: list = []
+    model = pipeline.run(src.model, steps, ctx, print_ir=args.print_ir_after_all, timings=timings)
+    report = {"source": src.spec, "pipeline": args.pipeline, "batch": src.batch,
+              "convert_seconds": round(src.convert_seconds, 3), "timings": timings, "passes": ctx.report}
+    report["compile_seconds"] = round(time.perf_counter() - start, 3)
+    report["peak_rss_bytes"] = peak_rss_bytes()
+    path = write_build(model, out, source=src, pipeline=args.pipeline, report=report,
+                       sample_inputs=src.sample_inputs)
+    manifest = json.loads((path / "manifest.json").read_text())
+    total = sum(s["bytes"] for s in manifest["stages"])
+    print(f"wrote {path}: {len(manifest['stages'])} stage(s), {total:,} bytes, quantization {manifest['quantization']}")
+    print(f"compile wall time {time.perf_counter() - start:.1f} s, peak RSS {peak_rss_bytes() / 2**20:.0f} MiB")
+    return 0
