@@ -40,55 +40,8 @@ def interpreter(model: str | os.PathLike | bytes, num_threads: int | None = None
     return interp
 
 
-def _quant_params(q: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """(scale, zero_point) from a manifest dict, an IR Quantization or LiteRT's quantization_parameters."""
-    if q is None:
-        return None
-    if isinstance(q, Mapping):
-        scale = q.get("scale", q.get("scales"))
-        zp = q.get("zero_point", q.get("zero_points"))
-    else:
-        scale, zp = getattr(q, "scale", None), getattr(q, "zero_point", None)
-    if scale is None or len(scale) == 0:
-        return None
-    scale = np.asarray(scale, dtype=np.float32)
-    zp = np.zeros(len(scale), np.int64) if zp is None or len(zp) == 0 else np.asarray(zp, dtype=np.int64)
-    return scale, zp
-
-
-def _per_axis(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
-    if v.size == 1:
-        return v.reshape(())
-    shape = [1] * ndim
-    shape[axis] = v.size
-    return v.reshape(shape)
-
-
-def quantize(array: np.ndarray, quant: Any, dtype) -> np.ndarray:
-    """Float → integer with the affine scale/zero point (round half to even like numpy, then clip)."""
-    params = _quant_params(quant)
-    if params is None:
-        raise ValueError("quantize: no scale given")
-    scale, zp = params
-    axis = int(quant.get("quantized_dimension", 0) if isinstance(quant, Mapping)
-               else getattr(quant, "quantized_dimension", 0))
-    a = np.asarray(array, dtype=np.float32)
-    info = np.iinfo(dtype)
-    q = np.round(a / _per_axis(scale, a.ndim, axis)) + _per_axis(zp, a.ndim, axis)
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
-def dequantize(array: np.ndarray, quant: Any) -> np.ndarray:
-    """Integer → float32 with the affine scale/zero point; float arrays (or no quantization) pass through."""
-    a = np.asarray(array)
-    params = _quant_params(quant)
-    if params is None or not np.issubdtype(a.dtype, np.integer):
-        return a
-    scale, zp = params
-    axis = int(quant.get("quantized_dimension", 0) if isinstance(quant, Mapping)
-               else getattr(quant, "quantized_dimension", 0))
-    return ((a.astype(np.float32) - _per_axis(zp, a.ndim, axis).astype(np.float32))
-            * _per_axis(scale, a.ndim, axis)).astype(np.float32)
+# The affine arithmetic lives in compiler.affine (numpy only), shared with the quantize pass and verify.
+from compiler.affine import dequantize, quantize  # noqa: E402,F401  (re-exported by compiler.runtime)
 
 
 def _set_inputs(interp, inputs: Mapping[str, np.ndarray], what: str) -> None:
