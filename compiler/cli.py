@@ -6,14 +6,16 @@ User errors (TflcError) print one line on stderr and exit non-zero; a traceback 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import compiler  # noqa: E402
-from compiler.errors import TflcError  # noqa: E402
+from compiler.errors import EXIT_INTERNAL, EXIT_USAGE, TflcError  # noqa: E402
 
 _EPILOG = """\
 examples:
@@ -55,20 +57,51 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
     except TflcError as e:
-        lines = str(e).splitlines() or [type(e).__name__]
-        print(f"tflc: error: {lines[0]}", file=sys.stderr)
-        for line in lines[1:]:
-            print(f"  {line}", file=sys.stderr)
-        return e.exit_code
+        return _user_error(str(e) or type(e).__name__, e.exit_code)
     except KeyboardInterrupt:
         print("tflc: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        if e.errno in _ENVIRONMENT_ERRNOS:  # the machine's state (disk, permissions), not a bug in tflc
+            return _user_error(os_error_line(e), EXIT_USAGE)
+        return _internal_error()
+    except RecursionError:
+        return _user_error("input nested too deeply to read", EXIT_USAGE)
+    except Exception:
+        return _internal_error()
+
+
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
+                       errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY, errno.EMFILE,
+                       errno.ENFILE, errno.ENAMETOOLONG, errno.EXDEV, errno.EFBIG, errno.ELOOP, errno.EBUSY}
+
+
+def os_error_line(e: OSError) -> str:
+    """`path: reason` for an OSError, e.g. `build/x/.stage_00.tflite: No space left on device`."""
+    reason = e.strerror or str(e)
+    where = e.filename if e.filename is not None else None
+    return f"{where}: {reason}" if where is not None else reason
+
+
+def _user_error(message: str, code: int) -> int:
+    lines = message.splitlines() or ["error"]
+    print(f"tflc: error: {lines[0]}", file=sys.stderr)
+    for line in lines[1:]:
+        print(f"  {line}", file=sys.stderr)
+    return code
+
+
+def _internal_error() -> int:
+    traceback.print_exc()
+    print(f"tflc: internal error (a bug in tflc {compiler.__version__}): please report it with the traceback "
+          "above and the command you ran", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

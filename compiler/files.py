@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from compiler.errors import WriteError
+
 
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
@@ -43,6 +45,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"{path}: cannot write it ({e.strerror or e})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

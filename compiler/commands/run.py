@@ -23,8 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
 
 
+def check_output_path(path: str) -> None:
+    """Refuse an -o the run could not write, before the (possibly long) run starts."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"-o {path}: is a folder; give a file name such as {p / 'out.npz'}")
+    if not p.parent.is_dir():
+        raise UsageError(f"-o {path}: folder {p.parent} does not exist")
+
+
 def run(args) -> int:
     import numpy as np
+
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be a positive integer, got {args.threads}")
+    if args.output:
+        check_output_path(args.output)
 
     from compiler.manifest import read_manifest
     from compiler.runtime import StagedModel, load_inputs, save_outputs

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from compiler.errors import InputError
+from compiler.errors import InputError, StageError, UsageError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -25,19 +25,53 @@ def _litert():
     return Interpreter, OpResolverType
 
 
+def litert_reason(e: BaseException) -> str:
+    """LiteRT's own words for a failure, on one line (its messages span several lines and repeat)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    seen: list[str] = []
+    for ln in lines:
+        if ln not in seen:
+            seen.append(ln)
+    return "; ".join(seen[:3]) or type(e).__name__
+
+
 def interpreter(model: str | os.PathLike | bytes, num_threads: int | None = None, use_xnnpack: bool = True,
                 preserve_all_tensors: bool = False):
-    """A LiteRT interpreter with tensors allocated. A path is memory-mapped by LiteRT (weights are not copied)."""
+    """A LiteRT interpreter with tensors allocated. A path is memory-mapped by LiteRT (weights are not copied).
+
+    LiteRT's refusals (not a flatbuffer, an unresolved custom op, XNNPACK setup, allocation) are a StageError
+    naming the file."""
+    if num_threads is not None and num_threads < 1:
+        raise UsageError(f"threads must be a positive integer, got {num_threads}")
     Interpreter, OpResolverType = _litert()
     resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     kwargs: dict[str, Any] = dict(num_threads=num_threads, experimental_op_resolver_type=resolver,
                                   experimental_preserve_all_tensors=preserve_all_tensors)
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        interp = Interpreter(model_content=bytes(model), **kwargs)
-    else:
-        interp = Interpreter(model_path=os.fspath(model), **kwargs)
-    interp.allocate_tensors()
+    try:
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            interp = Interpreter(model_content=bytes(model), **kwargs)
+        else:
+            interp = Interpreter(model_path=os.fspath(model), **kwargs)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise StageError(f"{_label(model)}: LiteRT cannot load it: {litert_reason(e)}") from None
     return interp
+
+
+def invoke(interp, what: str) -> None:
+    """interp.invoke(), with LiteRT's failure as a StageError naming `what`."""
+    try:
+        interp.invoke()
+    except (ValueError, RuntimeError) as e:
+        raise StageError(f"{what}: LiteRT failed to run it: {litert_reason(e)}") from None
+
+
+def set_tensor(interp, index: int, value: np.ndarray, what: str, name: str) -> None:
+    """interp.set_tensor(), with LiteRT's refusal (dimension or type mismatch) as a StageError."""
+    try:
+        interp.set_tensor(index, value)
+    except (ValueError, RuntimeError) as e:
+        raise StageError(f"{what}: LiteRT refused input {name!r}: {litert_reason(e)}") from None
 
 
 # The affine arithmetic lives in compiler.affine (numpy only), shared with the quantize pass and verify.
@@ -66,7 +100,7 @@ def _set_inputs(interp, inputs: Mapping[str, np.ndarray], what: str) -> None:
         if tuple(value.shape) != tuple(d["shape"]):
             raise InputError(f"{what}: input {d['name']!r}: shape {tuple(int(x) for x in d['shape'])} expected, "
                              f"got {tuple(value.shape)}")
-        interp.set_tensor(d["index"], np.ascontiguousarray(value))
+        set_tensor(interp, d["index"], np.ascontiguousarray(value), what, d["name"])
 
 
 def _label(model) -> str:
@@ -82,7 +116,7 @@ def run_tflite(model: str | os.PathLike | bytes, inputs: Mapping[str, np.ndarray
     interp = interpreter(model, num_threads=num_threads, use_xnnpack=use_xnnpack)
     try:
         _set_inputs(interp, inputs, _label(model))
-        interp.invoke()
+        invoke(interp, _label(model))
         return {d["name"]: np.array(interp.get_tensor(d["index"])) for d in interp.get_output_details()}
     finally:
         del interp
@@ -97,7 +131,7 @@ def intermediates(model: str | os.PathLike | bytes, inputs: Mapping[str, np.ndar
     interp = interpreter(model, num_threads=num_threads, use_xnnpack=use_xnnpack, preserve_all_tensors=True)
     try:
         _set_inputs(interp, inputs, _label(model))
-        interp.invoke()
+        invoke(interp, _label(model))
         out: dict[str, np.ndarray] = {}
         for d in interp.get_tensor_details(0):
             try:

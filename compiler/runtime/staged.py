@@ -19,7 +19,7 @@ import numpy as np
 
 from compiler.errors import BuildFolderError, InputError
 from compiler.files import atomic_write, read_npz, sha256_file
-from compiler.runtime.litert import interpreter, quantize
+from compiler.runtime.litert import interpreter, invoke, quantize, set_tensor
 
 
 
@@ -148,8 +148,8 @@ class StagedModel:
                     raise BuildFolderError(f"{self.dir}: {st['file']} has no input tensor {t['name']!r} named in the manifest")
                 src = t["source"]
                 key = src["model_input"] if "model_input" in src else src["output"]
-                interp.set_tensor(d["index"], values[key])
-            interp.invoke()
+                set_tensor(interp, d["index"], values[key], f"{self.dir}/{st['file']}", t["name"])
+            invoke(interp, f"{self.dir}/{st['file']}")
             outs = {d["name"]: d for d in interp.get_output_details()}
             result = {}
             for t in st["outputs"]:
