@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 from compiler.errors import PipelineError, QuantizationError
 from compiler.ir import Model, Operator, Subgraph
@@ -37,6 +38,17 @@ def keep_float_matcher(model: Model, pattern: str | None):
     return keep
 
 
+def _left_as_is(mode: str, found: dict) -> str | None:
+    """One line about weights the mode did not change (they were float16 already), or None."""
+    if mode == "float16" and found.get("already_float16") and not any(k.endswith(":float16") for k in found["ops"]):
+        return (f"float16: the model's {found['already_float16']} weights are float16 already; "
+                "nothing to do (weights unchanged)")
+    if mode != "float16" and found.get("float16_left"):
+        return (f"{mode}: {found['float16_left']} float16 weight(s) left as float16 (read by ops without an int8 "
+                "kernel, smaller than min-elements, or kept float)")
+    return None
+
+
 @register("quantize")
 def quantize(model: Model, *, ctx: PassContext, mode: str = "int8-dynamic", io: str = "float",
              keep_float: str | None = None, percentile: float = 0.0, per_channel: bool = True,
@@ -47,7 +59,7 @@ def quantize(model: Model, *, ctx: PassContext, mode: str = "int8-dynamic", io: 
     elements stay float, as the converter does (1024). 0 quantizes every weight: 6% smaller weights on
     contect-small, but the hybrid stem conv (1 input channel, raw spectrogram input) costs 9 dB output SNR.
     """
-    from compiler.quant import weights_only
+    from compiler.quant import precision, weights_only
 
     if mode not in MODES:
         raise PipelineError(f"quantize: unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -71,7 +83,11 @@ def quantize(model: Model, *, ctx: PassContext, mode: str = "int8-dynamic", io: 
         found = static.quantize_static(model, keep, calibration, bits=16 if mode == "int16x8" else 8, io=io,
                                        percentile=percentile, per_channel=per_channel, min_elements=min_elements)
     after = model.weight_bytes()
+    left = _left_as_is(mode, found)
+    if left:
+        print(f"tflc: quantize: {left}", file=sys.stderr)
     if ctx is not None:
+        ctx.note("quantize", "left_as_is", left)
         ctx.note("quantize", "mode", mode)
         ctx.note("quantize", "weight_bytes_before", before)
         ctx.note("quantize", "weight_bytes_after", after)
@@ -79,4 +95,5 @@ def quantize(model: Model, *, ctx: PassContext, mode: str = "int8-dynamic", io: 
         for key, value in found.items():
             ctx.note("quantize", key, value)
         ctx.note("quantize", "float_ops", found.get("float_ops", []))
+        ctx.note("quantize", "precision", precision(model))
     return model

@@ -57,58 +57,73 @@ def set_asymmetric_inputs(op) -> None:
 
 
 # ---- full integer (int8 activations, int8 weights) and 16x8 (int16 activations, int8 weights) ----
+# One rule per op with an integer kernel in LiteRT: how `quant/static.py` quantizes its inputs, weights,
+# bias and outputs. Kinds:
+#   WEIGHT  constant weight operand (symmetric int8, per channel along `weight.axis`), int32 bias at
+#           s_in * s_w (int64 in 16x8 where `int64_bias`), calibrated output;
+#   SAME    the kernel moves values without rescaling: the data inputs (`data`, None: every input)
+#           and the output share one scale and zero point;
+#   FIXED   the kernel fixes the output's scale and zero point (`fixed`: int8 params, int16 params);
+#   INTEGER every input and the output get their own calibrated params;
+#   FLOAT   never quantized (control flow: the op's subgraphs run float; their weights still get
+#           int8 for the hybrid kernels).
+# Ops with no rule have no integer kernel and stay float. Versions (int8, 16x8; None: no 16x8 kernel)
+# follow LiteRT's op version rules (tensorflow/lite/tools/versioning/op_version.cc).
 
-# Ops with an int8 kernel in LiteRT, and those that also have a 16x8 kernel.
-INT8_OPS = {
-    OP.CONV_2D, OP.DEPTHWISE_CONV_2D, OP.FULLY_CONNECTED, OP.ADD, OP.SUB, OP.MUL, OP.AVERAGE_POOL_2D,
-    OP.MAX_POOL_2D, OP.RESHAPE, OP.SQUEEZE, OP.EXPAND_DIMS, OP.CONCATENATION, OP.LOGISTIC, OP.TANH,
-    OP.SOFTMAX, OP.RELU, OP.RELU6, OP.LEAKY_RELU, OP.HARD_SWISH, OP.MEAN, OP.PAD, OP.PADV2,
-    OP.STRIDED_SLICE, OP.SLICE, OP.TRANSPOSE, OP.GATHER, OP.SPLIT, OP.SPLIT_V, OP.MAXIMUM, OP.MINIMUM,
-    OP.PACK, OP.UNPACK, OP.RESIZE_BILINEAR, OP.RESIZE_NEAREST_NEIGHBOR, OP.SPACE_TO_DEPTH,
-    OP.DEPTH_TO_SPACE, OP.ARG_MAX, OP.ARG_MIN, OP.MIRROR_PAD,
-}
-INT16_OPS = {
-    OP.CONV_2D, OP.DEPTHWISE_CONV_2D, OP.FULLY_CONNECTED, OP.ADD, OP.SUB, OP.MUL, OP.AVERAGE_POOL_2D,
-    OP.MAX_POOL_2D, OP.RESHAPE, OP.SQUEEZE, OP.EXPAND_DIMS, OP.CONCATENATION, OP.LOGISTIC, OP.TANH,
-    OP.SOFTMAX, OP.RELU, OP.RELU6, OP.LEAKY_RELU, OP.MEAN, OP.PAD, OP.STRIDED_SLICE, OP.SLICE,
-    OP.TRANSPOSE, OP.GATHER, OP.SPLIT, OP.SPLIT_V, OP.MAXIMUM, OP.MINIMUM, OP.PACK, OP.UNPACK,
+WEIGHT, SAME, FIXED, INTEGER, FLOAT = "weight", "same-scale", "fixed-output", "integer", "float"
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str
+    int8: int = 1  # version of the int8 kernel
+    int16: int | None = None  # version of the 16x8 kernel; None: no 16x8 kernel
+    weight: WeightOperand | None = None
+    int64_bias: bool = False
+    data: tuple[int, ...] | None = None
+    fixed: tuple[tuple[float, int], tuple[float, int]] | None = None
+    reason: str = ""
+
+
+def _same(int8: int, int16: int | None, data: tuple[int, ...] | None = (0,)) -> Rule:
+    return Rule(SAME, int8, int16, data=data)
+
+
+def _int(int8: int, int16: int | None) -> Rule:
+    return Rule(INTEGER, int8, int16)
+
+
+_CONTROL = "control flow (e.g. an LSTM loop): runs float, loop weights int8 for hybrid kernels"
+
+RULES: dict[int, Rule] = {
+    # Full-integer FULLY_CONNECTED is per tensor, as the converter writes it.
+    OP.CONV_2D: Rule(WEIGHT, 3, 4, weight=WeightOperand(1, 0, 2), int64_bias=True),
+    OP.DEPTHWISE_CONV_2D: Rule(WEIGHT, 3, 5, weight=WeightOperand(1, 3, 2), int64_bias=True),
+    OP.FULLY_CONNECTED: Rule(WEIGHT, 4, 7, weight=WeightOperand(1, None, 2), int64_bias=True),
+    OP.LOGISTIC: Rule(FIXED, 2, 3, fixed=((1 / 256, -128), (1 / 32768, 0))),
+    OP.SOFTMAX: Rule(FIXED, 2, 3, fixed=((1 / 256, -128), (1 / 32768, 0))),
+    OP.TANH: Rule(FIXED, 2, 3, fixed=((1 / 128, 0), (1 / 32768, 0))),
+    OP.RESHAPE: _same(1, 1), OP.SQUEEZE: _same(2, 2), OP.EXPAND_DIMS: _same(1, 1),
+    OP.AVERAGE_POOL_2D: _same(2, 3), OP.MAX_POOL_2D: _same(2, 3), OP.STRIDED_SLICE: _same(2, 3),
+    OP.SLICE: _same(2, 4), OP.TRANSPOSE: _same(2, 5), OP.GATHER: _same(2, 2), OP.SPLIT: _same(2, 4, (1,)),
+    OP.SPLIT_V: _same(2, 3), OP.PAD: _same(2, 4), OP.PADV2: _same(2, None, (0, 2)), OP.MIRROR_PAD: _same(2, None),
+    OP.SPACE_TO_DEPTH: _same(2, None), OP.DEPTH_TO_SPACE: _same(2, None),
+    OP.RESIZE_NEAREST_NEIGHBOR: _same(2, None), OP.RESIZE_BILINEAR: _same(2, None), OP.UNPACK: _same(2, 4),
+    OP.MAXIMUM: _same(2, 4, (0, 1)), OP.MINIMUM: _same(2, 4, (0, 1)),
+    OP.CONCATENATION: _same(2, 3, None), OP.PACK: _same(2, 3, None),
+    OP.ADD: _int(2, 3), OP.SUB: _int(2, 3), OP.MUL: _int(2, 4), OP.RELU: _int(2, 3), OP.RELU6: _int(2, 3),
+    OP.LEAKY_RELU: _int(1, 2), OP.HARD_SWISH: _int(1, None), OP.MEAN: _int(2, 3), OP.ARG_MAX: _int(2, None),
+    OP.ARG_MIN: _int(2, None),
+    OP.WHILE: Rule(FLOAT, reason=_CONTROL), OP.IF: Rule(FLOAT, reason=_CONTROL),
+    OP.CALL_ONCE: Rule(FLOAT, reason=_CONTROL),
 }
 
-# Output scale and zero point fixed by the kernel: (int8 params, int16 params).
-FIXED_OUTPUT = {
-    OP.LOGISTIC: ((1 / 256, -128), (1 / 32768, 0)),
-    OP.SOFTMAX: ((1 / 256, -128), (1 / 32768, 0)),
-    OP.TANH: ((1 / 128, 0), (1 / 32768, 0)),
-}
-
-# Ops whose kernels move values without rescaling: the output must have the input's scale and zero
-# point (multi-input ones: all inputs share the output's). Value: indices of the data inputs.
-SAME_SCALE: dict[int, tuple[int, ...] | None] = {
-    OP.RESHAPE: (0,), OP.SQUEEZE: (0,), OP.EXPAND_DIMS: (0,), OP.AVERAGE_POOL_2D: (0,),
-    OP.MAX_POOL_2D: (0,), OP.STRIDED_SLICE: (0,), OP.SLICE: (0,), OP.TRANSPOSE: (0,), OP.GATHER: (0,),
-    OP.SPLIT: (1,), OP.SPLIT_V: (0,), OP.PAD: (0,), OP.PADV2: (0, 2), OP.MIRROR_PAD: (0,),
-    OP.SPACE_TO_DEPTH: (0,), OP.DEPTH_TO_SPACE: (0,), OP.RESIZE_NEAREST_NEIGHBOR: (0,),
-    OP.RESIZE_BILINEAR: (0,), OP.UNPACK: (0,), OP.MAXIMUM: (0, 1), OP.MINIMUM: (0, 1),
-    OP.CONCATENATION: None, OP.PACK: None,  # None: every input
-}
-
-# Weight ops whose kernels take an int64 bias in 16x8 mode.
-INT64_BIAS_16X8 = {OP.CONV_2D, OP.DEPTHWISE_CONV_2D, OP.FULLY_CONNECTED}
-
-# Versions of integer kernels (int8, 16x8), from LiteRT's op version rules.
-_INTEGER_VERSIONS = {
-    OP.CONV_2D: (3, 4), OP.DEPTHWISE_CONV_2D: (3, 5), OP.FULLY_CONNECTED: (4, 7), OP.ADD: (2, 3),
-    OP.SUB: (2, 3), OP.MUL: (2, 4), OP.AVERAGE_POOL_2D: (2, 3), OP.MAX_POOL_2D: (2, 3), OP.RESHAPE: (1, 1),
-    OP.SQUEEZE: (2, 2), OP.EXPAND_DIMS: (1, 1), OP.CONCATENATION: (2, 3), OP.LOGISTIC: (2, 3),
-    OP.TANH: (2, 3), OP.SOFTMAX: (2, 3), OP.RELU: (2, 3), OP.RELU6: (2, 3), OP.LEAKY_RELU: (1, 2),
-    OP.HARD_SWISH: (1, 1), OP.MEAN: (2, 3), OP.PAD: (2, 4), OP.PADV2: (2, 4), OP.STRIDED_SLICE: (2, 3),
-    OP.SLICE: (2, 4), OP.TRANSPOSE: (2, 5), OP.GATHER: (2, 2), OP.SPLIT: (2, 4), OP.SPLIT_V: (2, 3),
-    OP.MAXIMUM: (2, 4), OP.MINIMUM: (2, 4), OP.PACK: (2, 3), OP.UNPACK: (2, 4),
-    OP.RESIZE_BILINEAR: (2, 2), OP.RESIZE_NEAREST_NEIGHBOR: (2, 2), OP.SPACE_TO_DEPTH: (2, 2),
-    OP.DEPTH_TO_SPACE: (2, 2), OP.ARG_MAX: (2, 2), OP.ARG_MIN: (2, 2), OP.MIRROR_PAD: (2, 2),
-}
+# Ops with an int8 kernel in LiteRT, and those that also have a 16x8 kernel (derived from RULES).
+INT8_OPS = frozenset(code for code, r in RULES.items() if r.kind != FLOAT)
+INT16_OPS = frozenset(code for code, r in RULES.items() if r.kind != FLOAT and r.int16 is not None)
 
 
 def integer_version(code: int, bits: int, current: int) -> int:
-    v = _INTEGER_VERSIONS.get(code, (current, current))[0 if bits == 8 else 1]
+    r = RULES.get(code)
+    v = current if r is None else (r.int8 if bits == 8 else r.int16 or current)
     return max(v, current)

@@ -9,11 +9,12 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from compiler.ir import Model, Operator, Subgraph, Tensor
-from compiler.quant import graph, kernels
+from compiler.quant import graph, kernels, names
 from compiler.quant.numerics import symmetric_weights
 
 OP = schema.BuiltinOperator
 F32 = schema.TensorType.FLOAT32
+F16 = schema.TensorType.FLOAT16
 
 KeepFloat = Callable[[Subgraph, Operator], bool]
 
@@ -22,21 +23,39 @@ def _float_constant(t: Tensor | None) -> bool:
     return t is not None and t.type == F32 and t.is_constant
 
 
+def _elements(t: Tensor) -> int:
+    return int(np.prod(t.shape, dtype=np.int64))
+
+
+def half_weights(sg: Subgraph) -> dict[int, Tensor]:
+    """id(float32 activation) -> the float16 constant it is expanded from, for each DEQUANTIZE of a
+    float16 constant in `sg` (how converters store float16 weights)."""
+    return {id(op.outputs[0]): op.inputs[0] for op in sg.operators
+            if op.builtin_code == OP.DEQUANTIZE and op.inputs[0] is not None and op.inputs[0].type == F16
+            and op.inputs[0].is_constant}
+
+
 def float16(model: Model, keep_float: KeepFloat, subgraphs: list[Subgraph] | None = None) -> dict:
-    """Every float32 constant read by an op becomes float16 with one DEQUANTIZE (v3) to float32 at the
-    start of its subgraph, as the converter does with supported_types=[float16]. Buffers shared by
-    several tensors stay shared."""
+    """Every float32 constant read by an op becomes float16, read through one DEQUANTIZE (v3) placed
+    immediately before the constant's first consumer, as the converter does with supported_types=[float16]
+    (it puts them first; next to the consumer, partitioning never hands a weight from one stage to the
+    next). A constant read by several ops gets one DEQUANTIZE, before the first of them. Buffers shared
+    by several tensors stay shared. Weights that already are float16 are counted in `already_float16`."""
     decisions: Counter = Counter()
     halves: dict[int, object] = {}  # id(float32 buffer) -> float16 Buffer
+    already = 0
     for sg in subgraphs or model.subgraphs:
+        already += len(half_weights(sg))
         converted: dict[int, Tensor] = {}  # id(float32 constant) -> its DEQUANTIZE output
         new_ops: list[Operator] = []
         replaced: list[Tensor] = []
         for op in sg.operators:
             if op.builtin_code == OP.DEQUANTIZE or not any(_float_constant(t) for t in op.inputs):
+                new_ops.append(op)
                 continue
             if keep_float(sg, op):
                 decisions[f"{op.name}:float"] += 1
+                new_ops.append(op)
                 continue
             for t in list(op.inputs):
                 if not _float_constant(t):
@@ -44,7 +63,7 @@ def float16(model: Model, keep_float: KeepFloat, subgraphs: list[Subgraph] | Non
                 if id(t) not in converted:
                     half = np.asarray(t.numpy(), np.float16)
                     buf = halves.get(id(t.buffer))
-                    w16 = graph.constant(sg, graph.short_name(t.name) + "_fp16", half, buffer=buf)
+                    w16 = graph.constant(sg, graph.short_name(t.name) + names.FP16, half, buffer=buf)
                     halves.setdefault(id(t.buffer), w16.buffer)
                     out = graph.activation(sg, t, t.name, F32)
                     new_ops.append(graph.conversion_op(OP.DEQUANTIZE, w16, out, 3))
@@ -52,9 +71,10 @@ def float16(model: Model, keep_float: KeepFloat, subgraphs: list[Subgraph] | Non
                     replaced.append(t)
                 graph.replace_inputs(op, t, converted[id(t)])
             decisions[f"{op.name}:float16"] += 1
-        sg.operators = new_ops + sg.operators
+            new_ops.append(op)
+        sg.operators = new_ops
         graph.drop_unreferenced(sg, replaced)
-    return {"ops": dict(sorted(decisions.items()))}
+    return {"ops": dict(sorted(decisions.items())), "already_float16": already}
 
 
 def hybrid_int8(model: Model, keep_float: KeepFloat, *, per_channel: bool = True, min_elements: int = 1024,
@@ -64,10 +84,17 @@ def hybrid_int8(model: Model, keep_float: KeepFloat, *, per_channel: bool = True
     them on the fly (asymmetrically, as the converter sets). Weights smaller than `min_elements` stay
     float (the converter uses 1024: small weights save little, and the hybrid kernels' on-the-fly int8
     input quantization hurts most on the thin first layers). Ops inside WHILE bodies are rewritten too,
-    like the converter does."""
+    like the converter does.
+
+    A weight stored as float16 behind a DEQUANTIZE (converters' float16 models) is quantized from its
+    float16 values, and the DEQUANTIZE goes when nothing else reads it. `float16_left` counts the
+    float16 weights that stay float16 (read by ops without a hybrid kernel, small, or kept float)."""
     decisions: Counter = Counter()
     cache: dict[tuple, Tensor] = {}  # (id(float weight), axis) -> int8 weight
+    left = 0
     for sg in subgraphs or model.subgraphs:
+        halves = half_weights(sg)
+        floats: dict[int, Tensor] = {}  # id(float16 bias) -> its float32 constant
         replaced: list[Tensor] = []
         for op in sg.operators:
             spec = kernels.WEIGHTS.get(op.builtin_code) or kernels.HYBRID_ONLY.get(op.builtin_code)
@@ -75,25 +102,53 @@ def hybrid_int8(model: Model, keep_float: KeepFloat, *, per_channel: bool = True
                 continue
             w = op.inputs[spec.index]
             x = op.inputs[0]
-            if not _float_constant(w) or x is None or x.type != F32 or x.is_constant:
+            source = halves.get(id(w)) if w is not None else None
+            if not (_float_constant(w) or source is not None) or x is None or x.type != F32 or x.is_constant:
                 continue
             if keep_float(sg, op):
                 decisions[f"{op.name}:float"] += 1
                 continue
-            if w.buffer.nbytes // 4 < min_elements:
+            if _elements(w) < min_elements:
                 decisions[f"{op.name}:float (small)"] += 1
                 continue
             axis = spec.axis if per_channel else None
             key = (id(w), axis)
             if key not in cache:
-                values, q = symmetric_weights(w.numpy(), axis)
-                cache[key] = graph.constant(sg, graph.short_name(w.name) + "_int8", values, q)
+                values = np.asarray((w if source is None else source).numpy(), np.float32)
+                ints, params = symmetric_weights(values, axis)
+                cache[key] = graph.constant(sg, graph.short_name(w.name) + names.INT8, ints, params)
             elif cache[key] not in sg.tensors:
                 sg.tensors.append(cache[key])
             op.inputs[spec.index] = cache[key]
             replaced.append(w)
+            bias = op.inputs[spec.bias] if spec.bias is not None and len(op.inputs) > spec.bias else None
+            if bias is not None and id(bias) in halves:
+                # A hybrid kernel with a bias computed at run time is refused by XNNPACK: a float32
+                # constant bias (few bytes) keeps every operand static.
+                op.inputs[spec.bias] = _float_copy(sg, bias, halves[id(bias)], floats)
             kernels.set_asymmetric_inputs(op)
             op.version = max(op.version, kernels.hybrid_version(op.builtin_code, axis is not None))
-            decisions[f"{op.name}:int8-weights"] += 1
+            decisions[f"{op.name}:int8-weights" + (" (from float16)" if source is not None else "")] += 1
+        replaced += _drop_dead_dequantizes(sg, halves)
         graph.drop_unreferenced(sg, replaced)
-    return {"ops": dict(sorted(decisions.items()))}
+        left += len(half_weights(sg))
+    return {"ops": dict(sorted(decisions.items())), "float16_left": left}
+
+
+def _float_copy(sg: Subgraph, t: Tensor, half: Tensor, floats: dict[int, Tensor]) -> Tensor:
+    """A float32 constant holding `half`'s values, standing for `t` (one per float16 constant)."""
+    if id(half) not in floats:
+        floats[id(half)] = graph.constant(sg, t.name, np.asarray(half.numpy(), np.float32))
+    return floats[id(half)]
+
+
+def _drop_dead_dequantizes(sg: Subgraph, halves: dict[int, Tensor]) -> list[Tensor]:
+    """Remove the float16 DEQUANTIZEs whose outputs nothing reads any more; returns their tensors."""
+    read = set(sg.consumers()) | {id(t) for t in sg.outputs}
+    dead = [op for op in sg.operators if op.builtin_code == OP.DEQUANTIZE and id(op.outputs[0]) in halves
+            and id(op.outputs[0]) not in read]
+    if not dead:
+        return []
+    gone = {id(op) for op in dead}
+    sg.operators = [op for op in sg.operators if id(op) not in gone]
+    return [t for op in dead for t in (*op.inputs, *op.outputs)]
