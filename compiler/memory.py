@@ -203,22 +203,28 @@ class Estimator:
     """Per-operator facts for a model's main subgraph, so contiguous ranges estimate fast.
 
     `range(a, b)` estimates a stage made of main-subgraph operators ops[a:b] without building it;
-    `ops` may be a reordering of the main subgraph's operators (a valid topological order)."""
+    `ops` may be a reordering of the main subgraph's operators (a valid topological order). `prelude`
+    maps id(op) to the constant-derived operators a stage holding `op` runs just before it (see
+    compiler/handoff.py): they are counted in every range that needs them and never as handoff."""
 
-    def __init__(self, model: Model, use_xnnpack: bool = True, ops: Sequence[Operator] | None = None):
+    def __init__(self, model: Model, use_xnnpack: bool = True, ops: Sequence[Operator] | None = None,
+                 prelude: dict[int, list[Operator]] | None = None):
+        from compiler.handoff import Liveness
+
         self.model = model
         self.use_xnnpack = use_xnnpack
         self.ops = list(model.main.operators if ops is None else ops)
+        self.prelude = prelude or {}
+        internal = {id(t) for chain in self.prelude.values() for o in chain for t in o.outputs if t is not None}
+        self.live = Liveness(self.ops, model.main.inputs, model.main.outputs, internal)
         self._sg_arena: dict[int, int] = {}
-        self.facts = [self._facts(op) for op in self.ops]
-        self.producer = {id(t): i for i, op in enumerate(self.ops) for t in op.outputs if t is not None}
-        self.last_use: dict[int, int] = {}
-        for i, op in enumerate(self.ops):
-            for t in (*op.inputs, *op.intermediates):
-                if t is not None:
-                    self.last_use[id(t)] = i
-        self.model_outputs = {id(t) for t in model.main.outputs}
+        self._facts_cache: dict[int, _OpFacts] = {}
         self._cache: dict[tuple[int, int], dict] = {}
+
+    def facts(self, op: Operator) -> _OpFacts:
+        if id(op) not in self._facts_cache:
+            self._facts_cache[id(op)] = self._facts(op)
+        return self._facts_cache[id(op)]
 
     def _facts(self, op: Operator) -> _OpFacts:
         f = _OpFacts(xnn=op.builtin_code in _XNN_OPS)
@@ -240,29 +246,27 @@ class Estimator:
             f.called_arena += self._sg_arena[id(sg)]
         return f
 
-    @staticmethod
-    def _feeds_packed(op: Operator, ops: list[Operator]) -> bool:
+    def _feeds_packed(self, op: Operator, ops: list[Operator]) -> bool:
         if not _dequant_const(op):
             return False
         out = op.outputs[0]
-        return any(o.builtin_code in PACKED_OPS and any(t is out for t in o.inputs[1:3]) for o in ops)
+        readers = ops + [o for chain in self.prelude.values() for o in chain] + self.ops
+        return any(o.builtin_code in PACKED_OPS and any(t is out for t in o.inputs[1:3]) for o in readers)
+
+    def expand(self, a: int, b: int) -> list[Operator]:
+        """The operators a stage of ops[a:b] runs: each op preceded by the constant-derived ops it needs
+        that the stage has not run yet."""
+        out, done = [], set()
+        for op in self.ops[a:b]:
+            for p in self.prelude.get(id(op), ()):
+                if id(p) not in done:
+                    done.add(id(p))
+                    out.append(p)
+            out.append(op)
+        return out
 
     def io(self, a: int, b: int) -> tuple[list[Tensor], list[Tensor]]:
-        """Stage inputs (activations read in [a,b) but written before a) and outputs (written in [a,b),
-        read at or after b, or model outputs)."""
-        ins, outs, seen = [], [], set()
-        for op in self.ops[a:b]:
-            for t in (*op.inputs, *op.intermediates):
-                if _is_activation(t) and id(t) not in seen and self.producer.get(id(t), -1) < a:
-                    seen.add(id(t))
-                    ins.append(t)
-        for i in range(a, b):
-            for t in self.ops[i].outputs:
-                if _is_activation(t) and id(t) not in seen and (
-                        id(t) in self.model_outputs or self.last_use.get(id(t), -1) >= b):
-                    seen.add(id(t))
-                    outs.append(t)
-        return ins, outs
+        return self.live.io(a, b)
 
     def range(self, a: int, b: int) -> dict:
         key = (a, b)
@@ -274,7 +278,9 @@ class Estimator:
         bufs: dict[int, int] = {}
         packed = persistent = called = 0
         xnn_ops = []
-        for f, op in zip(self.facts[a:b], self.ops[a:b]):
+        ops = self.expand(a, b)
+        for op in ops:
+            f = self.facts(op)
             bufs.update(f.buffers)
             packed += f.packed
             persistent += f.persistent
@@ -283,7 +289,7 @@ class Estimator:
                 xnn_ops.append(op)
         ins, outs = self.io(a, b)
         main = self.model.main
-        arena = subgraph_arena(main, self.ops[a:b], self.use_xnnpack, extra_inputs=ins, extra_outputs=outs)
+        arena = subgraph_arena(main, ops, self.use_xnnpack, extra_inputs=ins, extra_outputs=outs)
         workspace = 0
         if self.use_xnnpack and xnn_ops:
             # XNNPACK keeps the values inside its partitions in its own workspace: about the arena of
@@ -309,33 +315,23 @@ def estimate(model: Model, use_xnnpack: bool = True) -> dict:
     return Estimator(model, use_xnnpack).range(0, len(model.main.operators))
 
 
-def estimate_run(stages: list[Model], use_xnnpack: bool = True) -> dict:
+def estimate_run(stages: list[Model], use_xnnpack: bool = True, handoff=None) -> dict:
     """Peak of a staged run: max over stages of (stage peak + handoff arrays the runtime holds meanwhile).
 
-    During stage k the runtime holds every handoff value produced before k that a stage ≥ k still needs
-    (or that is a model output), the model inputs still needed, and stage k's copied-out outputs."""
-    per = [estimate(st, use_xnnpack) for st in stages]
-    produced: dict[str, int] = {}
-    sizes: dict[str, int] = {}
-    last_use: dict[str, int] = {}
-    for k, st in enumerate(stages):
-        for t in st.inputs:
-            sizes.setdefault(t.name, t.nbytes)
-            last_use[t.name] = k
-            produced.setdefault(t.name, -1)  # a model input if no earlier stage produced it
-        for t in st.outputs:
-            sizes[t.name] = t.nbytes
-            produced[t.name] = k
-    final_outputs = {t.name for t in stages[-1].outputs} if stages else set()
+    During stage k the runtime holds every handoff value produced before k that a stage >= k still needs
+    (or that is a model output), the model inputs still needed, and stage k's copied-out outputs; that
+    is `compiler.handoff.plan(...).held[k]` (pass the plan if you have it)."""
+    from compiler import handoff as _handoff
+
+    if not stages:
+        return {"peak": 0, "peak_stage": None, "baseline": BASELINE[bool(use_xnnpack)],
+                "xnnpack": bool(use_xnnpack), "stages": []}
+    plan = handoff or _handoff.plan(stages)
     rows = []
-    for k, e in enumerate(per):
-        held = 0
-        for name, p in produced.items():
-            alive_until = len(stages) if (name not in last_use or name in final_outputs) else last_use[name]
-            if p <= k <= alive_until and (p < k or p == k):
-                held += sizes.get(name, 0)
+    for k, st in enumerate(stages):
+        e = estimate(st, use_xnnpack)
         rows.append({"stage": k, **{key: e[key] for key in ("weights", "arena", "delegate", "peak")},
-                     "handoff": held, "total": e["peak"] + held})
-    worst = max(rows, key=lambda r: r["total"]) if rows else None
-    return {"peak": worst["total"] if worst else 0, "peak_stage": worst["stage"] if worst else None,
-            "baseline": BASELINE[bool(use_xnnpack)], "xnnpack": bool(use_xnnpack), "stages": rows}
+                     "handoff": plan.held[k], "total": e["peak"] + plan.held[k]})
+    worst = max(rows, key=lambda r: r["total"])
+    return {"peak": worst["total"], "peak_stage": worst["stage"], "baseline": BASELINE[bool(use_xnnpack)],
+            "xnnpack": bool(use_xnnpack), "stages": rows}

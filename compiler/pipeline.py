@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from compiler.errors import PipelineError
+from compiler.errors import PipelineError, TflcError
 from compiler.ir import Model
-from compiler.passes import PassContext, load_all, options_of
+from compiler.passes import CONDITIONS, ContractError, PassContext, load_all, options_of
 
 
 @dataclass
@@ -97,7 +97,23 @@ def parse(text: str) -> list[Step]:
                 raise PipelineError(f"{name}: option {key.strip()} needs a value ({key.strip()}=...)")
             options[pkey] = _convert(value.strip(), params[pkey], name)
         steps.append(Step(name, options, part))
+    check_order(steps)
     return steps
+
+
+def check_order(steps: list[Step]) -> None:
+    """Reject, before any work, a pipeline whose passes' contracts cannot hold in this order
+    (today: a pass that changes the graph after partition)."""
+    passes = load_all()
+    cut = None
+    for step in steps:
+        fn = passes[step.name]
+        if "unpartitioned" in fn.requires and cut is not None:
+            raise PipelineError(f"{step.text} cannot run after {cut.text}: partition must be the last pass that "
+                                f"changes the graph; put {step.name} before it "
+                                f"(e.g. ...,{step.text},{cut.text})")
+        if "partitioned" in fn.ensures:
+            cut = step
 
 
 def _split_options(body: str, params: dict) -> list[str]:
@@ -112,15 +128,42 @@ def _split_options(body: str, params: dict) -> list[str]:
     return [i for i in (s.strip() for s in items) if i]
 
 
+def _check(step: Step, model: Model, conditions: tuple[str, ...], when: str) -> None:
+    for name in conditions:
+        why = CONDITIONS[name](model)
+        if why is not None:
+            if when == "before":
+                raise PipelineError(f"{step.text} requires {name} but {why}")
+            raise ContractError(f"internal error: pass {step.text} broke its contract {name}: {why}")
+
+
+def well_formed(model: Model) -> None:
+    """Write and re-read every part through the validating flatbuffer reader (tests run this after
+    every pass: ctx.check_ir)."""
+    from compiler.ir import flatbuffer
+
+    for part in model.parts():
+        flatbuffer.loads(flatbuffer.dumps(part), origin="IR after pass")
+
+
 def run(model: Model, steps: list[Step], ctx: PassContext | None = None, print_ir: bool = False,
         timings: list | None = None) -> Model:
-    """Run the steps in order, timing each. With print_ir, dump the IR to stderr after each pass."""
+    """Run the steps in order, timing each and checking each pass's contract. With print_ir, dump the IR
+    to stderr after each pass."""
     passes = load_all()
     ctx = ctx or PassContext()
     for step in steps:
+        fn = passes[step.name]
+        _check(step, model, fn.requires, "before")
         start = time.perf_counter()
-        model = passes[step.name](model, ctx=ctx, **step.options)
+        model = fn(model, ctx=ctx, **step.options)
         elapsed = time.perf_counter() - start
+        _check(step, model, fn.ensures, "after")
+        if ctx.check_ir:
+            try:
+                well_formed(model)
+            except TflcError as e:
+                raise ContractError(f"internal error: the IR after {step.text} is malformed: {e}") from None
         if timings is not None:
             timings.append({"pass": step.text, "seconds": round(elapsed, 4)})
         if print_ir:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from compiler import memory
 from compiler.ir import Model, Operator, Tensor, flatbuffer
 from compiler.memory import Estimator, estimate, estimate_run, plan_arena
-from compiler.passes.partition import build_stages
+from compiler.passes.partition import Schedule, build_stages
 
 from ir_helpers import OP, act, const, model_of
 
@@ -128,8 +128,9 @@ def test_range_estimate_equals_built_stage(lstm_model):
     @settings(max_examples=15, deadline=None)
     @given(cuts=st.lists(st.integers(1, n - 1), max_size=4, unique=True).map(sorted), xnn=st.booleans())
     def check(cuts, xnn):
-        est = Estimator(lstm_model, use_xnnpack=xnn)
-        stages = build_stages(lstm_model, cuts)
+        sched = Schedule(lstm_model, use_xnnpack=xnn)
+        est = sched.estimator
+        stages = build_stages(lstm_model, cuts, sched)
         bounds = [0, *cuts, n]
         for (a, b), stage in zip(zip(bounds, bounds[1:]), stages):
             assert est.range(a, b) == estimate(stage, use_xnnpack=xnn)

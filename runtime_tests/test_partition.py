@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 
 from compiler.artifacts import write_build
 from compiler.errors import PartitionError
-from compiler.ir import Model, flatbuffer
-from compiler.memory import Estimator, estimate, estimate_run
+from ai_edge_litert import schema_py_generated as schema
+
+from compiler.ir import Buffer, Model, Operator, Tensor, flatbuffer
+from compiler.memory import estimate, estimate_run
 from compiler.passes import PassContext, load_all
-from compiler.passes.partition import branch_order, build_stages, crossing_bytes, parse_size, partition
+from compiler.passes.partition import Schedule, branch_order, build_stages, parse_size, partition
 from compiler import pipeline
 from compiler.runtime import StagedModel, run_tflite
 
@@ -38,7 +40,7 @@ class Compiled:
         self.layers = list(src.model.keras_layers)
         self.inputs = src.sample_inputs
         self.data = {"float": flatbuffer.dumps(src.model)}
-        for mode in ("int8-dynamic", "int8"):
+        for mode in ("float16", "int8-dynamic", "int8"):
             q = PASSES["quantize"](flatbuffer.loads(self.data["float"]), ctx=PassContext(source=src), mode=mode)
             self.data[mode] = flatbuffer.dumps(q)
         self._whole: dict = {}
@@ -109,12 +111,14 @@ def cut_sets(n_ops: int):
 # int8 DEPTHWISE_CONV_2D requantization multiplier underflows and LiteRT's reference kernel refuses the
 # model (partitioned or not) with "no_integer_overflow_from_quantization".
 @pytest.mark.parametrize("which, precision", [
-    ("contect_small", "float"), ("contect_small", "int8-dynamic"), ("contect_small", "int8"),
-    ("mobilenet", "float"), ("mobilenet", "int8-dynamic"),
+    ("contect_small", "float"), ("contect_small", "float16"), ("contect_small", "int8-dynamic"),
+    ("contect_small", "int8"), ("mobilenet", "float"), ("mobilenet", "float16"), ("mobilenet", "int8-dynamic"),
 ])
 def test_any_cuts_are_bit_identical(request, which, precision):
     c: Compiled = request.getfixturevalue(which)
-    n = len(c.model(precision).main.operators)
+    sched = Schedule(c.model(precision))
+    n = len(sched.ops)
+    assert not sched.forbidden
 
     @settings(max_examples=6, deadline=None)
     @given(cuts=cut_sets(n), xnnpack=st.booleans())
@@ -122,7 +126,8 @@ def test_any_cuts_are_bit_identical(request, which, precision):
         model = c.model(precision)
         model.stages = build_stages(model, cuts)
         assert len(model.stages) == len(cuts) + 1
-        assert sum(len(s.main.operators) for s in model.stages) == n
+        # Every operator runs once, except constant-derived ones, which each stage needing them recomputes.
+        assert sum(len(s.main.operators) for s in model.stages) >= len(model.main.operators)
         staged_run(c, model, precision, xnnpack)
 
     check()
@@ -172,9 +177,9 @@ def test_auto_reorders_interleaved_branches():
     ops = [binary(OP.ADD, a, c1, a1), binary(OP.MUL, b, c2, b1), binary(OP.MUL, a1, c2, a2),
            binary(OP.ADD, b1, c1, b2), binary(OP.SUB, a2, b2, y)]
     model = model_of([a, b], [y], ops, [a, b, c1, c2, a1, b1, a2, b2, y])
-    order, sizes, labels = branch_order(model)
+    order, groups, labels = branch_order(model)
     assert [op.outputs[0].name for op in order] == ["a1", "a2", "b1", "b2", "y"]
-    assert sizes == [2, 2, 1] and labels == ["branch of a", "branch of b", "merge and head"]
+    assert groups == [0, 0, 1, 1, 2] and labels == ["branch of a", "branch of b", "merge and head"]
     inputs = {"a": np.float32([[1, 2, 3, 4]]), "b": np.float32([[5, 6, 7, 8]])}
     want = run_tflite(flatbuffer.dumps(model), inputs)
     partition(model, ctx=PassContext(), auto=True)
@@ -191,10 +196,9 @@ def test_budget_is_respected_and_minimal(contect_small):
     """Budget counts each stage's peak plus the handoff arrays held meanwhile (bounded by the tensors
     crossing its two cuts), and uses the fewest stages that fit."""
     model = contect_small.model()
-    est = Estimator(model)
-    n = len(model.main.operators)
-    crossing = crossing_bytes(model)
-    cost = lambda a, b: est.range(a, b)["peak"] + crossing[a] + crossing[b]  # noqa: E731
+    sched = Schedule(model)
+    cost = sched.cost
+    n = len(sched.ops)
     lo = max(cost(i, i + 1) for i in range(n))
     hi = cost(0, n)
     budget = (lo + hi) // 2
@@ -221,15 +225,13 @@ def test_budget_too_small_names_operator_and_layer(contect_small):
 
 def test_stages_n_is_balanced(contect_small):
     model = contect_small.model()
-    est = Estimator(model)
-    n = len(model.main.operators)
+    sched = Schedule(model)
+    n = len(sched.ops)
     ctx = PassContext()
     partition(model, ctx=ctx, stages=3)
     rows = ctx.report["partition"]["per_stage"]
     assert len(model.stages) == 3 and sum(r["ops"] for r in rows) == n
-    crossing = crossing_bytes(model)
-    naive = max(est.range(a, b)["peak"] + crossing[a] + crossing[b]
-                for a, b in ((0, n // 3), (n // 3, 2 * n // 3), (2 * n // 3, n)))
+    naive = max(sched.cost(a, b) for a, b in ((0, n // 3), (n // 3, 2 * n // 3), (2 * n // 3, n)))
     assert max(r["peak"] + r["handoff_bound"] for r in rows) <= naive
 
 
@@ -258,7 +260,7 @@ def test_cuts_by_keras_layer_and_tensor_name(contect_small):
     ({"stages": 2, "auto": True}, "choose exactly one mode"),
     ({"stages": 2, "cuts": "x"}, "got stages, cuts"),
     ({"budget": "lots"}, "budget='lots' is not a size"),
-    ({"stages": 1000}, "only 46 operators"),
+    ({"stages": 1000}, "at most 46 stages"),
     ({"cuts": "branch_0_lstm_3"}, "close matches: branch_0_lstm_2, branch_0_lstm_1"),
     ({"cuts": " , "}, "cuts= is empty"),
 ])
@@ -273,3 +275,65 @@ def test_parse_size():
     assert parse_size("500MB") == 500 * 10**6
     assert parse_size("1.5g") == int(1.5 * 2**30)
     assert parse_size("4096") == 4096
+
+
+@pytest.mark.parametrize("which", ["contect_small", "mobilenet"])
+def test_float16_weights_stay_with_their_consumers(request, which):
+    """quantize{float16},partition{stages=N}: each DEQUANTIZE of a float16 weight runs in the stage of the op
+    that reads it (recomputed where several stages read it), so only activations are handed off, and the
+    staged run (XNNPACK packs the float16 weights of each stage) equals the whole model's."""
+    c: Compiled = request.getfixturevalue(which)
+    whole = c.model("float16")
+    dequantized = {op.outputs[0].name for op in whole.main.operators if op.name == "DEQUANTIZE"}
+    assert len(dequantized) > 10
+    for n in (2, 3, 4):
+        model = pipeline.run(c.model("float16"), pipeline.parse(f"partition{{stages={n}}}"), PassContext())
+        assert len(model.stages) == n
+        handed = {t.name for s in model.stages for t in (*s.inputs, *s.outputs)}
+        assert not handed & dequantized, sorted(handed & dequantized)[:3]
+        for s in model.stages:
+            for op in s.main.operators:
+                if op.name == "DEQUANTIZE":  # its reader is in the same stage
+                    assert any(op.outputs[0] is t for o in s.main.operators for t in o.inputs)
+        staged_run(c, model, "float16", True)
+
+
+def test_quantize_after_partition_is_refused_before_any_work():
+    from compiler.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=r"quantize\{mode=float16\} cannot run after partition\{stages=2\}.*"
+                                            r"put quantize before it"):
+        pipeline.parse("strip-unused,partition{stages=2},quantize{mode=float16}")
+    with pytest.raises(PipelineError, match="cannot run after partition"):
+        pipeline.parse("partition{auto},partition{stages=2}")
+    # Analyses may follow partition.
+    assert [s.name for s in pipeline.parse("partition{stages=2},check-opset{target=builtins}")] == [
+        "partition", "check-opset"]
+
+
+def test_a_pass_that_breaks_its_contract_fails_at_that_pass(monkeypatch):
+    """The pass manager checks `ensures`: a partitioner that hands off a constant-derived tensor (cutting
+    between a float16 weight's DEQUANTIZE and its reader, as tflc once did) is stopped at that pass."""
+    from compiler.passes import ContractError
+
+    x, y = act("x", (1, 4)), act("y", (1, 4))
+    w16 = Tensor("w", (1, 4), schema.TensorType.FLOAT16, buffer=Buffer(np.ones(4, np.float16).view(np.uint8)))
+    w = act("w_dequantized", (1, 4))
+    deq = Operator(OP.DEQUANTIZE, 3, inputs=[w16], outputs=[w])
+    model = model_of([x], [y], [deq, binary(OP.ADD, x, w, y)], [x, w16, w, y])
+
+    def leaky(model, *, ctx):
+        first = model_of([], [w], [deq], [w16, w])
+        second = model_of([x, w], [y], model.main.operators[1:], [x, w, y])
+        model.stages = [first, second]
+        return model
+
+    leaky.requires, leaky.ensures = ("unpartitioned",), ("partitioned", "handoff-activations-only")
+    monkeypatch.setitem(PASSES, "leaky-partition", leaky)
+    with pytest.raises(ContractError, match="leaky-partition broke its contract handoff-activations-only.*"
+                                            "'w_dequantized', computed from constants alone by DEQUANTIZE"):
+        pipeline.run(model, [pipeline.Step("leaky-partition", {}, "leaky-partition")], PassContext())
+    # The real partition pass keeps the DEQUANTIZE with its reader: one stage, no constant handed off.
+    model.stages = None
+    model = pipeline.run(model, pipeline.parse("partition{auto}"), PassContext(check_ir=True))
+    assert [[op.name for op in s.main.operators] for s in model.stages] == [["DEQUANTIZE", "ADD"]]

@@ -264,6 +264,10 @@ class Model:
     def main(self) -> Subgraph:
         return self.subgraphs[0]
 
+    def parts(self) -> list["Model"]:
+        """What gets written and run: the stages if the model is partitioned, else the model itself."""
+        return self.stages if self.stages is not None else [self]
+
     @property
     def inputs(self) -> list[Tensor]:
         return self.main.inputs

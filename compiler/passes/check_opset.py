@@ -6,7 +6,7 @@ from compiler.ir.core import Model
 from compiler.passes import PassContext, register
 
 
-@register("check-opset")
+@register("check-opset", requires=())
 def check_opset(model: Model, *, ctx: PassContext, target: str = "builtins") -> Model:
     """Check every operator of every subgraph (of every stage, if partitioned) against `target`.
 
@@ -17,8 +17,8 @@ def check_opset(model: Model, *, ctx: PassContext, target: str = "builtins") -> 
     from kernels.targets import check, load_target, raise_on_violations
 
     t = load_target(target)
-    models = model.stages or [model]
-    raise_on_violations(check(models, t, staged=bool(model.stages)), t)
+    models = model.parts()
+    raise_on_violations(check(models, t, staged=model.stages is not None), t)
     table = ops_table(models)
     ctx.note("check-opset", "target", t.name)
     ctx.note("check-opset", "ops", [f"{e['op']} v{e['version']}" for e in table["union"]])

@@ -8,15 +8,21 @@ each holds only its operators, their tensors and buffers, and the control-flow s
 
 from __future__ import annotations
 
+import bisect
 import copy
 import difflib
 import re
 
+from ai_edge_litert import schema_py_generated as schema
+
 from compiler.errors import PartitionError
 from compiler.ir import Model, Operator, Subgraph, Tensor
 from compiler.ir.layers import layer_of_name, layer_of_op
-from compiler.memory import Estimator, estimate_run
+from compiler.handoff import constant_derived
+from compiler.memory import Estimator
 from compiler.passes import PassContext, register
+
+OP = schema.BuiltinOperator
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
@@ -83,9 +89,12 @@ def _unique_names(main: Subgraph) -> None:
 def branch_order(model: Model) -> tuple[list[Operator], list[int], list[str]]:
     """Operators reordered so each model input's independent branch is contiguous, then the rest.
 
-    Returns (order, group sizes, group labels). An op belongs to input i's branch if the only model
-    input it depends on is i; ops depending on several inputs (the merge and all after it) form the
-    last group; ops depending on no input go to the first group that consumes them."""
+    Returns (order, group of each op in `order`, group labels). An op belongs to input i's branch if the
+    only model input it depends on is i; ops depending on several inputs (the merge and all after it)
+    form the last group; ops depending on no input go to the first group that consumes them (a CALL_ONCE
+    initializer, which nothing consumes, goes with the first stateful op)."""
+    from compiler.handoff import is_stateful
+
     main = model.main
     ops = main.operators
     dep: dict[int, frozenset[int]] = {id(t): frozenset([i]) for i, t in enumerate(main.inputs)}
@@ -105,28 +114,88 @@ def branch_order(model: Model) -> tuple[list[Operator], list[int], list[str]]:
         if group[i] is None:
             gs = [group[pos[id(c)]] for t in ops[i].outputs if t is not None for c in consumers.get(id(t), [])]
             gs = [g for g in gs if g is not None]
-            group[i] = min(gs) if gs else rest
-    order, sizes, labels = [], [], []
+            group[i] = min(gs) if gs else None
+    stateful = [g for op, g in zip(ops, group) if g is not None and is_stateful(op)]
+    group = [g if g is not None else (min(stateful) if stateful else rest) for g in group]
+    order, groups, labels = [], [], []
     for g in range(n_in + 1):
         members = [op for op, gi in zip(ops, group) if gi == g]
-        if members:
-            order.extend(members)
-            sizes.append(len(members))
-            labels.append(f"branch of {main.inputs[g].name}" if g < n_in else "merge and head")
-    return order, sizes, labels
+        order.extend(members)
+        groups.extend([g] * len(members))
+        labels.append(f"branch of {main.inputs[g].name}" if g < n_in else "merge and head")
+    return order, groups, labels
+
+
+# ----------------------------------------------------------------------------------------- schedule
+
+class Schedule:
+    """What the cuts index into: the main subgraph's operators without the constant-derived ones, which
+    each stage recomputes in front of their consumers (a float16 weight's DEQUANTIZE sits in the stage of
+    the conv that reads it, so no weight is ever handed off), the cut positions that are forbidden (they
+    would hand off a resource handle or split the operators sharing resource variables), and one memory
+    estimator over all of it."""
+
+    def __init__(self, model: Model, use_xnnpack: bool = True):
+        main = model.main
+        derived = constant_derived(main)
+        self.model = model
+        self.ops = _initializers_first_use([op for op in main.operators if id(op) not in derived])
+        writer = {id(t): op for op in main.operators if id(op) in derived for t in op.outputs if t is not None}
+        pos = {id(op): i for i, op in enumerate(main.operators)}
+        prelude: dict[int, list[Operator]] = {}
+        for op in self.ops:
+            chain: dict[int, Operator] = {}
+            stack = [t for t in (*op.inputs, *op.intermediates) if t is not None]
+            while stack:
+                src = writer.get(id(stack.pop()))
+                if src is not None and id(src) not in chain:
+                    chain[id(src)] = src
+                    stack.extend(t for t in src.inputs if t is not None)
+            if chain:
+                prelude[id(op)] = sorted(chain.values(), key=lambda o: pos[id(o)])
+        self.estimator = Estimator(model, use_xnnpack=use_xnnpack, ops=self.ops, prelude=prelude)
+        self.live = self.estimator.live
+        self.forbidden = self.live.forbidden_cuts()
+        self.crossing = self.live.crossing()
+
+    def allowed(self) -> list[int]:
+        return [c for c in range(1, len(self.ops)) if c not in self.forbidden]
+
+    def cost(self, a: int, b: int) -> int:
+        """Estimated peak of the run while stage [a, b) is loaded: its own peak plus held handoff arrays."""
+        return self.estimator.range(a, b)["peak"] + self.crossing[a] + self.crossing[b]
+
+
+def _initializers_first_use(ops: list[Operator]) -> list[Operator]:
+    """Move each CALL_ONCE (no data dependencies) to just before the first other stateful op, so the
+    stateful span that must stay in one stage is as short as the model allows."""
+    from compiler.handoff import is_stateful
+
+    inits = [op for op in ops if op.builtin_code == OP.CALL_ONCE]
+    rest = [op for op in ops if op.builtin_code != OP.CALL_ONCE]
+    if not inits:
+        return ops
+    first = next((i for i, op in enumerate(rest) if is_stateful(op)), 0)
+    return rest[:first] + inits + rest[first:]
 
 
 # ----------------------------------------------------------------------------------------- stages
 
-def build_stages(model: Model, cuts: list[int]) -> list[Model]:
-    """Standalone stage models for the main subgraph cut before each operator position in `cuts`."""
+def build_stages(model: Model, cuts: list[int], sched: Schedule | None = None) -> list[Model]:
+    """Standalone stage models for the main subgraph cut before each position in `cuts` (positions in
+    `Schedule(model).ops`, the operators minus the constant-derived ones each stage recomputes)."""
+    from compiler.handoff import is_stateful
+
+    sched = sched or Schedule(model)
     main = model.main
-    ops = main.operators
-    est = Estimator(model, ops=ops)
-    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(ops))), len(ops)]
+    bad = sorted(set(cuts) & sched.forbidden)
+    if bad:
+        raise PartitionError(f"partition: cannot cut before operator #{bad[0]} {sched.ops[bad[0]].name}: a resource "
+                             "variable's handle or its initializer, readers and writers would be split across stages")
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(sched.ops))), len(sched.ops)]
     stages = []
-    for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
-        ins, outs = est.io(a, b)
+    for a, b in zip(bounds, bounds[1:]):
+        ins, outs = sched.estimator.io(a, b)
         # Activations get per-stage copies (so stages are independent objects); constants and the
         # called subgraphs are shared read-only with the parent model.
         clones: dict[int, Tensor] = {}
@@ -139,7 +208,7 @@ def build_stages(model: Model, cuts: list[int]) -> list[Model]:
             return clones[id(t)]
 
         stage_ops = []
-        for op in ops[a:b]:
+        for op in sched.estimator.expand(a, b):
             new = copy.copy(op)
             new.inputs = [mine(t) for t in op.inputs]
             new.outputs = [mine(t) for t in op.outputs]
@@ -151,7 +220,8 @@ def build_stages(model: Model, cuts: list[int]) -> list[Model]:
         sg.tensors = sg.referenced_tensors()
         called = [s for op in stage_ops for s in op.called_subgraphs()]
         stage = Model(subgraphs=[sg], version=model.version, description=model.description,
-                      metadata=list(model.metadata), keras_layers=model.keras_layers)
+                      metadata=list(model.metadata), keras_layers=model.keras_layers,
+                      resident=any(is_stateful(op) for op in stage_ops))
         stage.subgraphs = [sg] + [s for s in stage.reachable_subgraphs(called) if s is not sg] if called else [sg]
         stages.append(stage)
     return stages
@@ -159,96 +229,74 @@ def build_stages(model: Model, cuts: list[int]) -> list[Model]:
 
 # ----------------------------------------------------------------------------------------- modes
 
-def crossing_bytes(model: Model) -> list[int]:
-    """c[i] = bytes of activations alive across a cut before main operator i (c[0]: the model inputs,
-    c[n]: the model outputs). During a stage [a, b) the runtime holds at most c[a] + c[b] of handoff
-    arrays (its inputs and whatever passes through, then its copied-out outputs)."""
-    ops = model.main.operators
-    n = len(ops)
-    first: dict[int, int] = {id(t): -1 for t in model.main.inputs}
-    last: dict[int, int] = {id(t): n for t in model.main.outputs}
-    size: dict[int, int] = {}
-    for i, op in enumerate(ops):
-        for t in op.outputs:
-            if t is not None and not t.is_constant:
-                first.setdefault(id(t), i)
-                size[id(t)] = t.nbytes
-        for t in (*op.inputs, *op.intermediates):
-            if t is not None and not t.is_constant:
-                last[id(t)] = max(last.get(id(t), i), i)
-                size[id(t)] = t.nbytes
-    diff = [0] * (n + 2)
-    for key, p in first.items():
-        end = last.get(key, p)
-        if end > p:  # alive across cuts p+1 .. end
-            diff[p + 1] += size.get(key, 0)
-            diff[end + 1] -= size.get(key, 0)
-    out, acc = [], 0
-    for i in range(n + 1):
-        acc += diff[i]
-        out.append(acc)
-    return out
-
-
-def _stage_cost(est: Estimator, crossing: list[int]):
-    """Estimated peak of the run while stage [a, b) is loaded: its own peak plus held handoff arrays."""
-    return lambda a, b: est.range(a, b)["peak"] + crossing[a] + crossing[b]
-
-
-def _greedy(cost, n_ops: int, budget: int) -> list[int] | None:
-    """Fewest cuts so every range's cost fits `budget` (extend each stage while it fits); None if an op alone does not."""
+def _greedy(sched: Schedule, budget: int) -> list[int] | None:
+    """Fewest cuts so every stage's cost fits `budget` (extend each stage to the last allowed cut that
+    fits); None if the smallest stage that can start somewhere does not fit."""
+    n = len(sched.ops)
+    stops = [*sched.allowed(), n]
     cuts, a = [], 0
-    while a < n_ops:
-        if cost(a, a + 1) > budget:
+    while a < n:
+        j = bisect.bisect_right(stops, a)
+        if sched.cost(a, stops[j]) > budget:
             return None
-        b = a + 1
-        while b < n_ops and cost(a, b + 1) <= budget:
-            b += 1
-        if b < n_ops:
-            cuts.append(b)
-        a = b
+        while j + 1 < len(stops) and sched.cost(a, stops[j + 1]) <= budget:
+            j += 1
+        if stops[j] < n:
+            cuts.append(stops[j])
+        a = stops[j]
     return cuts
 
 
-def _too_big_op(model: Model, cost, n_ops: int, budget: int) -> None:
-    for i in range(n_ops):
-        need = cost(i, i + 1)
+def _units(sched: Schedule) -> list[tuple[int, int]]:
+    """The smallest stages there can be: ranges between consecutive allowed cuts."""
+    bounds = [0, *sched.allowed(), len(sched.ops)]
+    return list(zip(bounds, bounds[1:]))
+
+
+def _too_big(model: Model, sched: Schedule, budget: int) -> None:
+    for a, b in _units(sched):
+        need = sched.cost(a, b)
         if need > budget:
-            op = model.main.operators[i]
-            raise PartitionError(f"partition: operator #{i} {op.name} of Keras layer {layer_of_op(model, op, model.main)!r} "
-                                 f"alone needs an estimated {_mib(need)}, over the budget of {_mib(budget)}; "
-                                 "raise the budget or quantize the model")
+            op = sched.ops[a]
+            what = (f"operator #{a} {op.name} of Keras layer {layer_of_op(model, op, model.main)!r}" if b - a == 1 else
+                    f"operators #{a}-#{b - 1} (they share resource variables and must stay in one stage)")
+            raise PartitionError(f"partition: {what} alone needs an estimated {_mib(need)}, over the budget of "
+                                 f"{_mib(budget)}; raise the budget or quantize the model")
 
 
-def _balanced(model: Model, cost, n: int) -> list[int]:
+def _balanced(sched: Schedule, n: int) -> list[int]:
     """N stages minimizing the largest stage cost: binary search on the budget with a greedy fill."""
-    total = len(model.main.operators)
-    if n > total:
-        raise PartitionError(f"partition: stages={n} but the main subgraph has only {total} operators")
-    lo = max(cost(i, i + 1) for i in range(total))
-    hi = cost(0, total)
-    best = _greedy(cost, total, hi)
+    units = _units(sched)
+    if n > len(units):
+        raise PartitionError(f"partition: stages={n} but the main subgraph can be cut into at most {len(units)} "
+                             "stages")
+    total = len(sched.ops)
+    lo = max(sched.cost(a, b) for a, b in units)
+    hi = sched.cost(0, total)
+    best = _greedy(sched, hi) or []
     while lo < hi:
         mid = (lo + hi) // 2
-        cuts = _greedy(cost, total, mid)
+        cuts = _greedy(sched, mid)
         if cuts is not None and len(cuts) + 1 <= n:
             hi, best = mid, cuts
         else:
             lo = mid + 1
-    cuts = _greedy(cost, total, hi) or best or []
-    # Fewer stages than asked: split the costliest stage at its most balanced point until there are N.
+    cuts = _greedy(sched, hi) or best
+    # Fewer stages than asked: split the costliest stage at its most balanced allowed point until there are N.
+    allowed = set(sched.allowed())
     while len(cuts) + 1 < n:
         bounds = [0, *cuts, total]
-        spans = [(cost(a, b), a, b) for a, b in zip(bounds, bounds[1:]) if b - a > 1]
+        spans = [(sched.cost(a, b), a, b) for a, b in zip(bounds, bounds[1:])
+                 if any(c in allowed for c in range(a + 1, b))]
         _, a, b = max(spans)
-        c = min(range(a + 1, b), key=lambda c: max(cost(a, c), cost(c, b)))
+        c = min((c for c in range(a + 1, b) if c in allowed),
+                key=lambda c: max(sched.cost(a, c), sched.cost(c, b)))
         cuts = sorted([*cuts, c])
     return cuts
 
 
-def _named_cuts(model: Model, text: str) -> list[int]:
-    main = model.main
-    ops = main.operators
+def _named_cuts(model: Model, sched: Schedule, text: str) -> list[int]:
+    ops = sched.ops
     names = [s.strip() for s in re.split(r"[,|]", text) if s.strip()]
     if not names:
         raise PartitionError("partition: cuts= is empty; name Keras layers or tensors, e.g. cuts=conv_3,dense_1")
@@ -256,7 +304,7 @@ def _named_cuts(model: Model, text: str) -> list[int]:
     last_of_layer: dict[str, int] = {}
     last_of_tensor: dict[str, int] = {}
     for i, op in enumerate(ops):
-        last_of_layer[layer_of_op(model, op, main)] = i
+        last_of_layer[layer_of_op(model, op, model.main)] = i
         # Fused ops carry several layers in their output names (conv;batchnorm;relu): each counts.
         for t in op.outputs:
             for part in (t.name.split(";") if t is not None and model.keras_layers else []):
@@ -277,10 +325,21 @@ def _named_cuts(model: Model, text: str) -> list[int]:
             close = difflib.get_close_matches(name, pool, n=4, cutoff=0.5)
             hint = f"; close matches: {', '.join(close)}" if close else f"; layers include: {', '.join(list(last_of_layer)[:6])}"
             raise PartitionError(f"partition: cut {name!r} is neither a Keras layer nor a tensor of the main subgraph{hint}")
+        if cuts[-1] in sched.forbidden:
+            raise PartitionError(f"partition: cannot cut after {name!r}: it lies inside the operators that share "
+                                 "resource variables, which must stay in one stage")
     return sorted(set(c for c in cuts if 0 < c < len(ops)))
 
 
-@register("partition")
+def _auto_groups(model: Model) -> tuple[dict[int, int], list[str]]:
+    """Reorder the main subgraph branch by branch: (id(op) -> its branch group, group labels)."""
+    order, groups, labels = branch_order(model)
+    model.main.operators = order
+    group_of = {id(op): g for op, g in zip(order, groups)}
+    return group_of, labels
+
+
+@register("partition", requires=("unpartitioned",), ensures=("partitioned", "handoff-activations-only"))
 def partition(model: Model, *, ctx: PassContext, stages: int = 0, budget: str | None = None, cuts: str | None = None,
               auto: bool = False, xnnpack: bool = True) -> Model:
     """Cut the main subgraph into sequential stages (stages=N | budget=SIZE | cuts=names | auto)."""
@@ -296,53 +355,49 @@ def partition(model: Model, *, ctx: PassContext, stages: int = 0, budget: str | 
     main = model.main
     _ensure_topological(main)
     _unique_names(main)
-    notes: dict = {}
+    group_of = None
     if auto:
-        order, sizes, labels = branch_order(model)
-        main.operators = order
-        cut_at, acc = [], 0
-        for s in sizes[:-1]:
-            acc += s
-            cut_at.append(acc)
-        notes["groups"] = labels
+        group_of, labels = _auto_groups(model)
+        ctx.note("partition", "groups", labels)
+    sched = Schedule(model, use_xnnpack=xnnpack)
+    if auto:
+        groups = [group_of[id(op)] for op in sched.ops]
+        wanted = [i for i in range(1, len(groups)) if groups[i] != groups[i - 1]]
+        cut_at = [c for c in wanted if c not in sched.forbidden]
+        if len(cut_at) < len(wanted):
+            ctx.note("partition", "merged_groups", "branches sharing resource variables stay in one stage")
         mode = "auto"
+    elif stages:
+        cut_at, mode = _balanced(sched, stages), f"stages={stages}"
+    elif limit is not None:
+        cut_at = _greedy(sched, limit)
+        if cut_at is None:
+            _too_big(model, sched, limit)
+        mode = f"budget={budget}"
     else:
-        est = Estimator(model, use_xnnpack=xnnpack)
-        cost = _stage_cost(est, crossing_bytes(model))
-        n_ops = len(main.operators)
-        if stages:
-            cut_at, mode = _balanced(model, cost, stages), f"stages={stages}"
-        elif limit is not None:
-            cut_at = _greedy(cost, n_ops, limit)
-            if cut_at is None:
-                _too_big_op(model, cost, n_ops, limit)
-            mode = f"budget={budget}"
-        else:
-            cut_at, mode = _named_cuts(model, cuts), f"cuts={cuts}"
-    est = Estimator(model, use_xnnpack=xnnpack)
-    crossing = crossing_bytes(model)
-    bounds = [0, *cut_at, len(main.operators)]
+        cut_at, mode = _named_cuts(model, sched, cuts), f"cuts={cuts}"
+    bounds = [0, *cut_at, len(sched.ops)]
     rows = []
     for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
-        e = est.range(a, b)
-        held = crossing[a] + crossing[b]
+        e = sched.estimator.range(a, b)
+        held = sched.crossing[a] + sched.crossing[b]
         row = {"stage": k, "ops": b - a, "first_op": a, "weights": e["weights"], "arena": e["arena"],
                "delegate": e["delegate"], "peak": e["peak"], "handoff_bound": held}
         if limit is not None and e["peak"] + held > limit:
             row["over_budget"] = True  # only in auto mode: branches are not split
         rows.append(row)
-    model.stages = build_stages(model, cut_at)
-    run = estimate_run(model.stages, use_xnnpack=xnnpack)
+    model.stages = build_stages(model, cut_at, sched)
     ctx.note("partition", "mode", mode)
     ctx.note("partition", "stages", len(model.stages))
     ctx.note("partition", "xnnpack", xnnpack)
+    ctx.note("partition", "recomputed_constant_ops", sum(len(s.main.operators) for s in model.stages) - len(sched.ops))
+    resident = [k for k, s in enumerate(model.stages) if s.resident]
+    if resident:
+        ctx.note("partition", "resident_stages", resident)
     if limit is not None:
         ctx.note("partition", "budget", limit)
         over = [r["stage"] for r in rows if r.get("over_budget")]
         if over:
             ctx.note("partition", "over_budget", f"stages {over} exceed the budget; auto mode does not split branches")
-    for key, value in notes.items():
-        ctx.note("partition", key, value)
     ctx.note("partition", "per_stage", rows)
-    ctx.note("partition", "estimated_run_peak", run["peak"])
     return model
