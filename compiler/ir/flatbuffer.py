@@ -18,6 +18,7 @@ from ai_edge_litert import schema_py_generated as schema
 from compiler.errors import FlatbufferError, SourceError
 from compiler.ir.core import (BUILTIN_NAMES, TENSOR_TYPE_NAMES, Buffer, Model, Operator, Quantization,
                               SignatureDef, Subgraph, Tensor, numpy_dtype)
+from compiler.ir.validate import validate
 
 FILE_IDENTIFIER = b"TFL3"
 _PLACEHOLDER_FOR_GREATER_OP_CODES = 127
@@ -63,11 +64,15 @@ def load(path: str | os.PathLike) -> Model:
         raise SourceError(f"{path}: cannot read ({e.strerror})") from None
     except OSError as e:
         raise SourceError(f"{path}: cannot read ({e.strerror or e})") from None
-    return loads(data, origin=str(path))
+    return loads(data, origin=str(path), path=path)
 
 
-def loads(data, origin: str = "<bytes>") -> Model:
-    """Parse flatbuffer bytes (bytes, bytearray or mmap) into the IR, validating as it goes."""
+def loads(data, origin: str = "<bytes>", path: str | os.PathLike | None = None) -> Model:
+    """Parse flatbuffer bytes (bytes, bytearray or mmap) into the IR, validating as it goes.
+
+    After parsing, `validate` checks what the model means operator by operator, and then LiteRT's own
+    flatbuffer verifier runs on the bytes (`path`, when given, is the file they were mapped from: the
+    verifier maps it itself instead of copying the bytes)."""
     size = len(data)
     if size < 8:
         raise FlatbufferError(f"{origin}: {size} bytes is too short to be a TFLite flatbuffer (truncated?)")
@@ -81,7 +86,27 @@ def loads(data, origin: str = "<bytes>") -> Model:
         mt = schema.ModelT.InitFromPackedBuf(data, 0)
     except Exception as e:  # the generated reader signals out-of-range reads with assorted exceptions
         raise FlatbufferError(f"{origin}: corrupt or truncated TFLite flatbuffer ({type(e).__name__}: {e})") from None
-    return _from_object(mt, data, origin)
+    model = _from_object(mt, data, origin)
+    validate(model, origin=origin, file_size=size)
+    _litert_verify(data if path is None else path, origin)
+    return model
+
+
+def _litert_verify(source, origin: str) -> None:
+    """Run LiteRT's flatbuffer verifier (FlatBufferModel::VerifyAndBuildFrom*), which the model analyzer
+    that ai_edge_litert ships runs before anything else. Called only after `validate`, because past
+    the verifier the analyzer walks the model's indices, which only our checks guarantee."""
+    try:
+        from ai_edge_litert import _pywrap_analyzer_wrapper as analyzer
+    except ImportError:  # packages without the analyzer (tflite-runtime): our own checks have run
+        return
+    if isinstance(source, (str, os.PathLike)):
+        report = analyzer.ModelAnalyzer(os.fspath(source), True, False)
+    else:
+        report = analyzer.ModelAnalyzer(bytes(source), False, False)
+    if not report.startswith("Your TFLite model has"):
+        reason = report.split("Failed to mmap")[0].strip() or "rejected"
+        raise FlatbufferError(f"{origin}: LiteRT's flatbuffer verifier rejects this file ({reason})")
 
 
 def _fail(origin: str, what: str):
