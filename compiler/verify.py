@@ -4,11 +4,9 @@ The build runs in the real staged runtime (`compiler.runtime.StagedModel`), one 
 (builds have a fixed batch). The reference is the fixture's Keras model (the fixture named by
 `--data fixtures:NAME` or by the manifest), or `reference_<output>` arrays in a data .npz.
 
-Per-layer localization (single-stage builds): the same pipeline without `quantize` is compiled from
-the build's source, both builds run with every intermediate tensor kept, and each compiled tensor
-(dequantized) is compared with the float build's tensor of the same name. We compare against the
-float *build* rather than Keras layer outputs because TFLite fuses layers (conv+batchnorm+relu are one
-tensor), so only the float build has a tensor for every compiled tensor, with the same name.
+Per-layer localization (single-stage builds) compares the build with a float reference build, tensor
+by tensor: `--reference DIR` (a single-stage build, e.g. the same pipeline without quantize), or else
+the float build of the build's source made with its recorded pipeline steps minus quantize.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -28,8 +25,6 @@ import numpy as np
 from compiler.errors import TflcError, UsageError
 
 EPS = 1e-30
-# Suffixes of the QUANTIZE/DEQUANTIZE copies the quantize pass makes: compare them as their originals.
-_SUFFIX = re.compile(r"_(int8|int16|float|requant)$")
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -142,53 +137,95 @@ def _run_build(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray]) -
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
-def _float_pipeline(pipeline_text: str) -> str:
-    """The build's pipeline without its quantize step (partitioning is irrelevant: one stage)."""
-    from compiler.pipeline import _split_top
+def float_steps(pipeline_text: str) -> list:
+    """The build's recorded steps minus quantize (and partition: localization needs one stage), through
+    the public pipeline API."""
+    from compiler import pipeline
 
-    return ",".join(p for p in _split_top(pipeline_text) if not re.match(r"\s*(quantize|partition)\b", p))
+    return [s for s in pipeline.parse(pipeline_text or "") if s.name not in ("quantize", "partition")]
 
 
-def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], examples: int = 8) -> list[dict]:
-    """SNR of every compiled main-subgraph tensor that maps to a Keras layer, against the float build
-    of the same source and pipeline minus quantize; worst first. Empty for multi-stage builds."""
+def _float_build(manifest: dict) -> tuple[bytes, set[str]]:
+    """The float build of the manifest's source (its steps minus quantize), and the Keras layer names."""
     from compiler import pipeline
     from compiler.frontend import load_source
     from compiler.ir import flatbuffer
-    from compiler.ir.layers import layer_of_name
     from compiler.passes import PassContext
-    from compiler.runtime import interpreter
 
-    if len(manifest["stages"]) != 1 or not manifest.get("source"):
-        return []
     src = load_source(manifest["source"])
-    ref = pipeline.run(src.model, pipeline.parse(_float_pipeline(manifest.get("pipeline") or "")),
-                       PassContext(source=src))
-    ref_bytes = flatbuffer.dumps(ref)
-    layers = src.model.keras_layers or ref.keras_layers
-    compiled = (build_dir / manifest["stages"][0]["file"]).read_bytes()
-    # Tensors nothing reads (e.g. pass-through outputs of WHILE loops) hold stale arena data: skip them.
+    ref = pipeline.run(src.model, float_steps(manifest.get("pipeline") or ""), PassContext(source=src))
+    return flatbuffer.dumps(ref), set(src.model.keras_layers or ref.keras_layers or ())
+
+
+def _check_reference(reference: Path) -> None:
+    from compiler.manifest import read_manifest
+
+    if len(read_manifest(reference)["stages"]) != 1:
+        raise UsageError(f"--reference {reference}: a reference build must have one stage (compile it without "
+                         "partition)")
+
+
+def _single_stage(build: Path, manifest: dict) -> bytes | None:
+    if len(manifest["stages"]) != 1:
+        return None
+    return (build / manifest["stages"][0]["file"]).read_bytes()
+
+
+def _layer(name: str, layers: set[str]) -> str | None:
+    """The Keras layer a tensor belongs to; without layer names, its first name scope."""
+    from compiler.ir.layers import layer_of_name
+
+    if layers:
+        return layer_of_name(name, layers)
+    parts = [p for p in name.split(";")[0].split("/") if p]
+    return (parts[1] if len(parts) > 2 else parts[0]) if parts else None
+
+
+def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], examples: int = 8,
+             reference: str | os.PathLike | None = None) -> list[dict]:
+    """SNR of every compiled main-subgraph tensor that maps to a layer, against the same tensor of a
+    float reference, worst first. The reference is a single-stage build folder (`reference`) or else
+    the float build of the build's source and recorded steps minus quantize. Empty for multi-stage builds.
+
+    We compare against a float *build* rather than Keras layer outputs because TFLite fuses layers
+    (conv+batchnorm+relu are one tensor), so only a float build has a tensor for every compiled
+    tensor, with the same name (quantize-made copies carry a suffix from `quant.names`)."""
+    from compiler.ir import flatbuffer
+    from compiler.manifest import read_manifest
+    from compiler.quant import names
+
+    compiled = _single_stage(build_dir, manifest)
+    if compiled is None:
+        return []
+    if reference is not None:
+        _check_reference(Path(reference))
+        ref_bytes = _single_stage(Path(reference), read_manifest(Path(reference)))
+        layers: set[str] = set()
+    elif manifest.get("source"):
+        ref_bytes, layers = _float_build(manifest)
+    else:
+        return []
     cmodel = flatbuffer.loads(compiled)
+    # Tensors nothing reads (e.g. pass-through outputs of WHILE loops) hold stale arena data: skip them.
     consumed = cmodel.main.consumers()
-    live = {_SUFFIX.sub("", t.name) for t in cmodel.main.referenced_tensors()
+    live = {names.original(t.name) for t in cmodel.main.referenced_tensors()
             if id(t) in consumed or any(t is o for o in cmodel.main.outputs)}
+    quant = {t.name: t.quantization for t in cmodel.main.tensors}
     signal: dict[str, float] = {}
     noise: dict[str, float] = {}
     for k in range(min(examples, len(next(iter(inputs.values()))))):
         x = {n: v[k:k + 1] for n, v in inputs.items()}
-        a = _all_tensors(interpreter(ref_bytes, use_xnnpack=False, preserve_all_tensors=True), x, ref.inputs)
-        b = _all_tensors(interpreter(compiled, use_xnnpack=False, preserve_all_tensors=True), x, None, manifest)
+        a = _all_tensors(ref_bytes, x, {})
+        b = _all_tensors(compiled, x, quant)
         for name, v in b.items():
             r = a.get(name)
-            if name not in live:
+            if name not in live or r is None or r.shape != v.shape or r.size < 2:
                 continue
-            if r is None or r.shape != v.shape or r.size < 2:
-                continue
-            signal[name] = signal.get(name, 0.0) + float(np.sum(r.astype(np.float64) ** 2))
-            noise[name] = noise.get(name, 0.0) + float(np.sum((r.astype(np.float64) - v) ** 2))
+            signal[name] = signal.get(name, 0.0) + float(np.sum(r ** 2))
+            noise[name] = noise.get(name, 0.0) + float(np.sum((r - v) ** 2))
     rows = []
     for name in signal:
-        layer = layer_of_name(name, layers) if layers else None
+        layer = _layer(name, layers)
         if layer is None:
             continue
         snr = float("inf") if noise[name] == 0 else 10 * np.log10(max(signal[name], EPS) / noise[name])
@@ -197,36 +234,21 @@ def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], exa
     return rows
 
 
-def _all_tensors(interp, x: dict, ir_inputs=None, manifest=None) -> dict[str, np.ndarray]:
-    """Run once; every float or (dequantized) per-tensor-quantized tensor of the main subgraph by name."""
-    from compiler.runtime import quantize
+def _all_tensors(model: bytes, x: dict, quant: dict) -> dict[str, np.ndarray]:
+    """Every float or (dequantized, per-tensor) integer tensor of the main subgraph after one run
+    (`runtime.intermediates`), as float64, keyed by the name of the float tensor it stands for."""
+    from compiler.affine import dequantize
+    from compiler.quant import names
+    from compiler.runtime import intermediates
 
-    for d in interp.get_input_details():
-        v = x.get(d["name"])
-        if v is None:
-            continue
-        q = d["quantization_parameters"]
-        if d["dtype"] != np.float32 and len(q["scales"]):
-            v = quantize(v, {"scale": list(q["scales"]), "zero_point": list(q["zero_points"])}, d["dtype"])
-        interp.set_tensor(d["index"], np.asarray(v, d["dtype"]))
-    interp.invoke()
     out = {}
-    for d in interp.get_tensor_details(0):
-        try:
-            v = interp.get_tensor(d["index"], 0)
-        except ValueError:
+    for name, v in intermediates(model, x).items():
+        q = quant.get(name)
+        if v.dtype in (np.int8, np.int16, np.uint8) and q is not None and q.scale is not None and len(q.scale) == 1:
+            v = dequantize(v, q)
+        elif v.dtype != np.float32:
             continue
-        if v is None:
-            continue
-        q = d["quantization_parameters"]
-        if v.dtype in (np.int8, np.int16, np.uint8) and len(q["scales"]) == 1:
-            v = (v.astype(np.float64) - q["zero_points"][0]) * q["scales"][0]
-        elif v.dtype not in (np.float32,):
-            continue
-        # QUANTIZE/DEQUANTIZE copies made by the quantize pass carry a suffix; compare their originals.
-        name = _SUFFIX.sub("", d["name"])
-        out.setdefault(name, np.asarray(v, np.float64))
-    del interp
+        out.setdefault(names.original(name), np.asarray(v, np.float64))
     return out
 
 
@@ -234,7 +256,7 @@ def _all_tensors(interp, x: dict, ir_inputs=None, manifest=None) -> dict[str, np
 
 def verify(build_dir: str | os.PathLike, data: str, *, max_drop: float | None = None,
            min_agreement: float | None = None, min_snr: float | None = None, limit: int | None = None,
-           layers: bool = True) -> dict[str, Any]:
+           layers: bool = True, reference: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run the build over `data` and compare with the float reference; writes DIR/verify.json.
     Returns the report; report["breaches"] lists the budgets breached (one line each)."""
     from compiler.manifest import read_manifest
@@ -242,6 +264,8 @@ def verify(build_dir: str | os.PathLike, data: str, *, max_drop: float | None = 
     start = time.perf_counter()
     build = Path(build_dir)
     manifest = read_manifest(build)
+    if reference is not None and layers:
+        _check_reference(Path(reference))
     inputs, labels, refs, fixture = _load_data(data, manifest, limit)
     out_names = [o["name"] for o in manifest["outputs"]]
     if refs is not None:
@@ -255,9 +279,9 @@ def verify(build_dir: str | os.PathLike, data: str, *, max_drop: float | None = 
     if refs is None:
         refs = _keras_reference(fixture, inputs, out_names)
     n = len(next(iter(compiled.values())))
-    reference = "npz references" if fixture is None else f"Keras model of fixture {fixture.name}"
+    ref_label = "npz references" if fixture is None else f"Keras model of fixture {fixture.name}"
     report: dict[str, Any] = {"build": str(build), "data": data, "examples": n,
-                              "quantization": manifest.get("quantization"), "reference": reference, "outputs": {}}
+                              "quantization": manifest.get("quantization"), "reference": ref_label, "outputs": {}}
     first = out_names[0]
     for name in out_names:
         r, c = refs[name][:n].reshape(n, -1), compiled[name].reshape(n, -1)
@@ -273,7 +297,7 @@ def verify(build_dir: str | os.PathLike, data: str, *, max_drop: float | None = 
         report["accuracy_drop_pp"] = round(report["float_accuracy"] - report["compiled_accuracy"], 4)
     if layers:
         try:
-            report["layers"] = localize(build, manifest, inputs)
+            report["layers"] = localize(build, manifest, inputs, reference=reference)
         except TflcError as e:
             report["layers"] = []
             report["layers_skipped"] = str(e).splitlines()[0]
@@ -345,6 +369,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-snr", type=float, default=None, metavar="DB", help="fail if an output's SNR is below DB")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N examples")
     parser.add_argument("--no-layers", action="store_true", help="skip per-layer localization")
+    parser.add_argument("--reference", metavar="DIR", default=None,
+                        help="single-stage float build to compare tensor by tensor (default: the float build "
+                             "of the build's source, made with its pipeline minus quantize)")
 
 
 def run(args) -> int:
@@ -353,7 +380,8 @@ def run(args) -> int:
     if args.min_agreement is not None and not 0 <= args.min_agreement <= 1:
         raise UsageError(f"--min-agreement is a fraction in [0, 1], got {args.min_agreement}")
     report = verify(args.build, args.data, max_drop=args.max_drop, min_agreement=args.min_agreement,
-                    min_snr=args.min_snr, limit=args.limit, layers=not args.no_layers)
+                    min_snr=args.min_snr, limit=args.limit, layers=not args.no_layers,
+                    reference=args.reference)
     print(format_table(report))
     print(f"wrote {Path(args.build) / 'verify.json'}")
     for b in report["breaches"]:

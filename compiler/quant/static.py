@@ -97,6 +97,7 @@ class Rewriter:
         """A float constant operand (not a weight) as an integer constant, with its own range or `params`."""
         values = t.numpy()
         p = params or activation_params(float(values.min(initial=0)), float(values.max(initial=0)), self.bits)
+        self.replaced.append(t)
         return graph.constant(self.sg, graph.short_name(t.name) + self.suffix,
                               quantize_values(values, p, self.qdtype), p)
 
