@@ -281,6 +281,8 @@ class _Checker:
                 self.fail(f"subgraph {si} has input -1")
             if t.is_constant:
                 self.fail(f"subgraph {si} input {t.name!r} is a constant tensor")
+            if t.is_variable:
+                self.fail(f"subgraph {si} input {t.name!r} is a variable tensor")
         for t in _all_tensors(sg):
             self.tensor(si, t)
         written: set[int] = set()
@@ -301,6 +303,8 @@ class _Checker:
                     self.fail(f"{where} writes subgraph input {t.name!r} (output {pos})")
                 if t.is_constant:
                     self.fail(f"{where} writes constant tensor {t.name!r} (output {pos})")
+                if t.is_variable:  # stateful kernels update variables in place, through an input
+                    self.fail(f"{where} writes variable tensor {t.name!r} (output {pos})")
                 if id(t) in written:
                     self.fail(f"{where} writes tensor {t.name!r} (output {pos}), which is already written")
                 written.add(id(t))
