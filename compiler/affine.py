@@ -91,7 +91,9 @@ def range_params(lo: float, hi: float, bits: int = 8) -> tuple[float, int]:
     if bits == 16:
         return max(-lo, hi) / INT16_MAX, 0
     scale = (hi - lo) / (INT8_MAX - INT8_MIN)
-    zero_point = int(np.clip(np.round(INT8_MIN - lo / scale), INT8_MIN, INT8_MAX))
+    # Half away from zero (std::round), as the converter nudges zero points: [-1, 1] gets -1, not 0.
+    z = INT8_MIN - lo / scale
+    zero_point = int(np.clip(np.sign(z) * np.floor(abs(z) + 0.5), INT8_MIN, INT8_MAX))
     return scale, zero_point
 
 
