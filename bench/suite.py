@@ -28,11 +28,10 @@ from compiler.files import atomic_write, sha256_file
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "strip-unused,dedupe-buffers"
 FIG4_STAGES = (1, 2, 3, 5, 8, 11, 16, 24, 32)
-# A budget that forces contect (float ~1 GB of weights) into many stages; contect-small's weights are
-# ~0.5 MB, so its budget is just under its own whole-model estimate (it then needs a few stages).
-# The runtime baseline (~42 MB) dominates the small models, so their budgets sit just above it and
-# below their unpartitioned peak, which forces a real cut.
-BUDGETS = {"contect": "100MiB", "contect-small": "44.4MiB", "mobilenet_v2": "46MiB"}
+# Budgets count what the stages add to the runtime's idle process (peak minus baseline). Contect's
+# forces it into many stages; contect-small (1.4 MiB above the baseline unpartitioned) and mobilenet_v2
+# get budgets below their unpartitioned cost, which forces a real cut.
+BUDGETS = {"contect": "100MiB", "contect-small": "1MiB", "mobilenet_v2": "8MiB"}
 # int8 "works" if its outputs on the probe examples stay this close to float's (sigmoid/softmax outputs).
 INT8_MAX_ABS = 0.1
 INT8_MEAN_ABS = 0.02

@@ -38,7 +38,11 @@ def parse_size(text: str) -> int:
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+    """A size at a resolution that tells two nearby sizes apart (bytes under 1 KiB, KiB under 1 MiB)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.{1 if n % scale else 0}f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
 
 
 # ----------------------------------------------------------------------------------------- order
@@ -162,8 +166,12 @@ class Schedule:
         return [c for c in range(1, len(self.ops)) if c not in self.forbidden]
 
     def cost(self, a: int, b: int) -> int:
-        """Estimated peak of the run while stage [a, b) is loaded: its own peak plus held handoff arrays."""
-        return self.estimator.range(a, b)["peak"] + self.crossing[a] + self.crossing[b]
+        """What the run adds to the runtime's idle process while stage [a, b) is loaded: the stage's
+        estimated peak above the baseline plus the handoff arrays held meanwhile. Budgets count this,
+        because the process baseline is the host's, not the model's (it moved 42.5 -> 51.7 MB between
+        two bench runs on one machine), and an app's runtime has its own."""
+        e = self.estimator.range(a, b)
+        return e["peak"] - e["baseline"] + self.crossing[a] + self.crossing[b]
 
 
 def _initializers_first_use(ops: list[Operator]) -> list[Operator]:
@@ -245,6 +253,26 @@ def _greedy(sched: Schedule, budget: int) -> list[int] | None:
             cuts.append(stops[j])
         a = stops[j]
     return cuts
+
+
+# auto keeps a cut between branches only if merging its two neighbours would cost more than both
+# AUTO_KEEP x the largest branch stage and the largest stage + AUTO_MIN_SAVING: a cut that does not
+# lower the peak meaningfully only costs load time (on a 2 GB phone, saving less than 1 MiB is noise).
+AUTO_KEEP = 1.10
+AUTO_MIN_SAVING = 1 << 20
+
+
+def _merge_cheap(sched: Schedule, cuts: list[int]) -> list[int]:
+    """Drop each cut whose removal keeps every stage within the auto limit (see AUTO_KEEP)."""
+    bounds = [0, *cuts, len(sched.ops)]
+    largest = max(sched.cost(a, b) for a, b in zip(bounds, bounds[1:]))
+    limit = max(AUTO_KEEP * largest, largest + AUTO_MIN_SAVING)
+    kept, start = [], 0
+    for c, end in zip(cuts, bounds[2:]):
+        if sched.cost(start, end) > limit:
+            kept.append(c)
+            start = c
+    return kept
 
 
 def _units(sched: Schedule) -> list[tuple[int, int]]:
@@ -366,6 +394,10 @@ def partition(model: Model, *, ctx: PassContext, stages: int = 0, budget: str | 
         cut_at = [c for c in wanted if c not in sched.forbidden]
         if len(cut_at) < len(wanted):
             ctx.note("partition", "merged_groups", "branches sharing resource variables stay in one stage")
+        cut_at = _merge_cheap(sched, cut_at)
+        ctx.note("partition", "auto_rule", f"cut between input branches; a cut is kept only if dropping it would "
+                                           f"raise the estimated peak above the baseline by more than "
+                                           f"{AUTO_KEEP - 1:.0%} and by more than {_mib(AUTO_MIN_SAVING)}")
         mode = "auto"
     elif stages:
         cut_at, mode = _balanced(sched, stages), f"stages={stages}"
@@ -382,8 +414,8 @@ def partition(model: Model, *, ctx: PassContext, stages: int = 0, budget: str | 
         e = sched.estimator.range(a, b)
         held = sched.crossing[a] + sched.crossing[b]
         row = {"stage": k, "ops": b - a, "first_op": a, "weights": e["weights"], "arena": e["arena"],
-               "delegate": e["delegate"], "peak": e["peak"], "handoff_bound": held}
-        if limit is not None and e["peak"] + held > limit:
+               "delegate": e["delegate"], "peak": e["peak"], "handoff_bound": held, "cost": sched.cost(a, b)}
+        if limit is not None and row["cost"] > limit:
             row["over_budget"] = True  # only in auto mode: branches are not split
         rows.append(row)
     model.stages = build_stages(model, cut_at, sched)
