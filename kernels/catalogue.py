@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ai_edge_litert import schema_py_generated as schema
 
 DATA = Path(__file__).parent / "data"
 FLEX_PREFIX = "Flex"
@@ -82,8 +81,10 @@ class Kernel:
 
 
 def builtin_names() -> dict[str, int]:
-    """Every BuiltinOperator of the installed schema: name -> enum value."""
-    return {k: v for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    """Every BuiltinOperator of the installed schema: name -> enum value (the IR's one table)."""
+    from compiler.ir.core import BUILTIN_CODES
+
+    return dict(BUILTIN_CODES)
 
 
 @lru_cache(maxsize=None)
