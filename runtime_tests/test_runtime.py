@@ -152,7 +152,7 @@ def test_hash_mismatch_and_missing_stage(tiny, tmp_path):
     with pytest.raises(BuildFolderError, match="stage_01.tflite does not match its sha256"):
         StagedModel(d)
     f.unlink()
-    with pytest.raises(BuildFolderError, match="stage file stage_01.tflite is missing"):
+    with pytest.raises(BuildFolderError, match="stage_01.tflite is missing or not a regular file inside the folder"):
         StagedModel(d)
 
 
@@ -175,8 +175,19 @@ def test_input_errors(tiny, tmp_path):
         sm({"a": inputs["a"]})
     with pytest.raises(InputError, match=r"input 'a': shape \(1, 8\) expected, got \(2, 8\)"):
         sm({**inputs, "a": np.zeros((2, 8), np.float32)})
-    with pytest.raises(InputError, match="input 'b': dtype float32 expected, got float64"):
-        sm({**inputs, "b": inputs["b"].astype(np.float64)})
+    # One casting rule for run_tflite and StagedModel: floats are cast to the input's float width, and
+    # nothing else is (an int array for a float input is an error in both).
+    wide = {**inputs, "b": inputs["b"].astype(np.float64)}
+    ref = sm(inputs)
+    assert all(np.array_equal(sm(wide)[k], ref[k]) for k in ref)
+    stage0 = tmp_path / "b" / "stage_00.tflite"
+    a = {"a": inputs["a"]}  # stage 0 of this cut reads only 'a'
+    first = run_tflite(stage0, {"a": inputs["a"].astype(np.float64)})
+    assert all(np.array_equal(first[k], run_tflite(stage0, a)[k]) for k in first)
+    with pytest.raises(InputError, match="input 'b': dtype float32 expected, got int32"):
+        sm({**inputs, "b": inputs["b"].astype(np.int32)})
+    with pytest.raises(InputError, match="input 'a': dtype float32 expected, got int32"):
+        run_tflite(stage0, {"a": inputs["a"].astype(np.int32)})
     with pytest.raises(InputError, match="resume needs a checkpoint"):
         sm(inputs, resume=True)
 

@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="batch size for inputs whose batch dimension is None (default 1; LSTMs need a fixed batch)")
     parser.add_argument("--calibration", metavar="NPZ", help="calibration data for int8: arrays keyed by input name")
     parser.add_argument("--print-ir-after-all", action="store_true", help="dump the IR to stderr after each pass")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the -o folder even if it is not a tflc build (its content is deleted)")
 
 
 def peak_rss_bytes() -> int:
@@ -43,13 +45,19 @@ def default_output(source: str) -> str:
 def run(args) -> int:
     from compiler import pipeline
     from compiler.artifacts import write_build
+    from compiler.files import check_output_folder, recover_folder, write_error
     from compiler.frontend import load_source
     from compiler.passes import PassContext
 
     start = time.perf_counter()
     steps = pipeline.parse(args.pipeline)  # check the pipeline before the slow conversion
+    out = Path(args.output or default_output(args.source))
+    recover_folder(out)
+    check_output_folder(out, args.source, args.force)  # before the slow conversion, so nothing is lost or wasted
     src = load_source(args.source, batch=args.batch, calibration=args.calibration)
-    out = args.output or default_output(args.source)
+    if src.kind == "tflite":  # an untrusted file: LiteRT must survive it before tflc writes a build of it
+        from compiler import isolate
+        isolate.smoke(args.source)
     ctx = PassContext(source=src)
     timings: list = []
     model = pipeline.run(src.model, steps, ctx, print_ir=args.print_ir_after_all, timings=timings)
@@ -57,8 +65,11 @@ def run(args) -> int:
               "convert_seconds": round(src.convert_seconds, 3), "timings": timings, "passes": ctx.report}
     report["compile_seconds"] = round(time.perf_counter() - start, 3)
     report["peak_rss_bytes"] = peak_rss_bytes()
-    path = write_build(model, out, source=src, pipeline=args.pipeline, report=report,
-                       sample_inputs=src.sample_inputs)
+    try:
+        path = write_build(model, out, source=src, pipeline=args.pipeline, report=report,
+                           sample_inputs=src.sample_inputs)
+    except OSError as e:  # full disk, permissions: the previous build is untouched, the temp folder removed
+        raise write_error(out, e) from None
     manifest = json.loads((path / "manifest.json").read_text())
     total = sum(s["bytes"] for s in manifest["stages"])
     print(f"wrote {path}: {len(manifest['stages'])} stage(s), {total:,} bytes, quantization {manifest['quantization']}")

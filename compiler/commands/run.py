@@ -15,12 +15,19 @@ DESCRIPTION = ("Check stage hashes and inputs against the manifest, then run the
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("build", metavar="DIR", help="build folder written by tflc compile")
-    parser.add_argument("--input", "-i", metavar="NPZ", help="inputs keyed by input name (default: the build's sample input)")
-    parser.add_argument("-o", "--output", metavar="NPZ", help="write the outputs here (atomically)")
+    parser.add_argument("--input", "-i", metavar="NPZ", action="append",
+                        help="inputs keyed by input name (.npy for a single-input build); repeat to stream several "
+                             "through the same model in order, as an app calling it repeatedly would "
+                             "(default: the build's sample input)")
+    parser.add_argument("-o", "--output", metavar="NPZ",
+                        help="write the outputs here (atomically); with several inputs, NAME_0.npz, NAME_1.npz, ...")
     parser.add_argument("--checkpoint", metavar="DIR", help="write each finished stage's outputs here")
     parser.add_argument("--resume", action="store_true", help="continue after the last checkpointed stage")
     parser.add_argument("--no-xnnpack", action="store_true", help="run without the default XNNPACK delegate")
-    parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (a positive integer)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="run the stages in a child process (for builds from an untrusted origin): "
+                        "a LiteRT crash becomes an error")
 
 
 def check_output_path(path: str) -> None:
@@ -32,33 +39,43 @@ def check_output_path(path: str) -> None:
         raise UsageError(f"-o {path}: folder {p.parent} does not exist")
 
 
+def output_paths(path: str, n: int) -> list[Path]:
+    p = Path(path)
+    if n == 1:
+        return [p]
+    return [p.with_name(f"{p.stem}_{i}{p.suffix or '.npz'}") for i in range(n)]
+
+
 def run(args) -> int:
+    if getattr(args, "isolate", False):
+        from compiler import isolate
+        return isolate.run_build(args)
+
     import numpy as np
+
+    from compiler.files import recover_folder
+    from compiler.runtime import StagedModel, load_inputs, save_outputs
 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be a positive integer, got {args.threads}")
     if args.output:
         check_output_path(args.output)
-
-    from compiler.manifest import read_manifest
-    from compiler.runtime import StagedModel, load_inputs, save_outputs
-
-    manifest = read_manifest(args.build)
-    if args.input:
-        inputs = load_inputs(args.input)
-    else:
-        sample = manifest.get("sample_input")
-        if not sample:
-            raise UsageError(f"{args.build}: the build names no sample input; pass --input in.npz")
-        inputs = load_inputs(Path(args.build) / sample["file"])
+    if args.input and len(args.input) > 1 and (args.checkpoint or args.resume):
+        raise UsageError("--checkpoint and --resume take a single --input")
+    recover_folder(Path(args.build))
     model = StagedModel(args.build, use_xnnpack=not args.no_xnnpack, num_threads=args.threads)
-    outputs = model(inputs, checkpoint=args.checkpoint, resume=args.resume, progress=True)
-    if args.output:
-        save_outputs(args.output, outputs)
-    for name, value in outputs.items():
-        flat = np.asarray(value).reshape(-1)
-        preview = ", ".join(f"{v:.6g}" for v in flat[:6]) + (" ..." if flat.size > 6 else "")
-        print(f"{name} {list(np.shape(value))} {np.asarray(value).dtype}: {preview}")
-    if args.output:
-        print(f"wrote {args.output}")
+    sources = args.input or [None]
+    outs = output_paths(args.output, len(sources)) if args.output else [None] * len(sources)
+    for i, (src, out) in enumerate(zip(sources, outs)):
+        inputs = model.sample_inputs() if src is None else load_inputs(src, model.inputs)
+        outputs = model(inputs, checkpoint=args.checkpoint, resume=args.resume, progress=True)
+        if out is not None:
+            save_outputs(out, outputs)
+        tag = f"[{i}] " if len(sources) > 1 else ""
+        for name, value in outputs.items():
+            flat = np.asarray(value).reshape(-1)
+            preview = ", ".join(f"{v:.6g}" for v in flat[:6]) + (" ..." if flat.size > 6 else "")
+            print(f"{tag}{name} {list(np.shape(value))} {np.asarray(value).dtype}: {preview}")
+        if out is not None:
+            print(f"wrote {out}")
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from compiler.errors import ConversionError, SourceError, UsageError
-from compiler.files import read_npz
+from compiler.files import export_tempdir, read_npz
 from compiler.ir import Model
 from compiler.ir import flatbuffer
 from compiler.ir.layers import layer_of_name
@@ -151,7 +150,7 @@ def _lower(keras_model, batch: int | None, flags: dict, label: str | None = None
     """Export with a fixed batch, then convert: (flatbuffer bytes, input names, output names, layer names).
     With a label, each step shows a spinner on stderr."""
     layers = keras_layer_names(keras_model)
-    with tempfile.TemporaryDirectory(prefix="tflc-export-") as d:
+    with export_tempdir() as d:
         with spinner(f"exporting {label}") if label else contextlib.nullcontext():
             try:
                 in_names, out_names = _export(keras_model, batch, d)
@@ -339,7 +338,7 @@ def _from_saved_model(path: Path, batch: int | None) -> Source:
     module = tf.Module()
     module.loaded = loaded
     module.serve = tf.function(serve, input_signature=specs, autograph=False)
-    with tempfile.TemporaryDirectory(prefix="tflc-export-") as d:
+    with export_tempdir() as d:
         with spinner(f"re-exporting {path} with a fixed batch"):
             tf.saved_model.save(module, d, signatures={"serving_default": module.serve})
         data = _run_converter(d, {}, [], f"converting {path} with the TFLite converter", saved_model=path)

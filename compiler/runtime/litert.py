@@ -78,29 +78,45 @@ def set_tensor(interp, index: int, value: np.ndarray, what: str, name: str) -> N
 from compiler.affine import dequantize, quantize  # noqa: E402,F401  (re-exported by compiler.runtime)
 
 
+def conform_inputs(inputs: Mapping[str, Any], specs: list[tuple[str, tuple, Any, Any]],
+                   what: str = "") -> dict[str, np.ndarray]:
+    """Inputs checked against `specs` (name, shape, dtype, quantization) and made ready to set.
+
+    The one casting rule of the runtime: a float array for a quantized integer input is quantized
+    with that input's scale and zero point; a float array for a float input of another width is cast;
+    any other dtype or shape mismatch is an InputError."""
+    prefix = f"{what}: " if what else ""
+    names = [s[0] for s in specs]
+    for name in inputs:
+        if name not in names:
+            raise InputError(f"{prefix}unknown input {name!r}; the build's inputs are {', '.join(names)}")
+    out = {}
+    for name, shape, dtype, quant in specs:
+        if name not in inputs:
+            raise InputError(f"{prefix}missing input {name!r}; the build needs {', '.join(names)}")
+        a = np.asarray(inputs[name])
+        want = np.dtype(dtype)
+        if a.shape != tuple(shape):
+            raise InputError(f"{prefix}input {name!r}: shape {tuple(shape)} expected, got {a.shape}")
+        if a.dtype != want:
+            floats = np.issubdtype(a.dtype, np.floating)
+            if floats and np.issubdtype(want, np.integer) and _quant_params(quant) is not None:
+                a = quantize(a, quant, want)
+            elif floats and np.issubdtype(want, np.floating):
+                a = a.astype(want)
+            else:
+                raise InputError(f"{prefix}input {name!r}: dtype {want} expected, got {a.dtype}")
+        out[name] = np.ascontiguousarray(a)
+    return out
+
+
 def _set_inputs(interp, inputs: Mapping[str, np.ndarray], what: str) -> None:
     details = interp.get_input_details()
-    names = [d["name"] for d in details]
-    unknown = [n for n in inputs if n not in names]
-    if unknown:
-        raise InputError(f"{what}: unknown input {unknown[0]!r}; its inputs are {', '.join(names)}")
+    specs = [(d["name"], tuple(int(x) for x in d["shape"]), d["dtype"], d["quantization_parameters"])
+             for d in details]
+    ready = conform_inputs(inputs, specs, what)
     for d in details:
-        if d["name"] not in inputs:
-            raise InputError(f"{what}: missing input {d['name']!r} (needs {', '.join(names)})")
-        value = np.asarray(inputs[d["name"]])
-        want = np.dtype(d["dtype"])
-        if value.dtype != want:
-            params = d["quantization_parameters"]
-            if np.issubdtype(value.dtype, np.floating) and np.issubdtype(want, np.integer) and len(params["scales"]):
-                value = quantize(value, params, want)
-            elif np.issubdtype(value.dtype, np.floating) and np.issubdtype(want, np.floating):
-                value = value.astype(want)
-            else:
-                raise InputError(f"{what}: input {d['name']!r} has dtype {want}, got {value.dtype}")
-        if tuple(value.shape) != tuple(d["shape"]):
-            raise InputError(f"{what}: input {d['name']!r}: shape {tuple(int(x) for x in d['shape'])} expected, "
-                             f"got {tuple(value.shape)}")
-        set_tensor(interp, d["index"], np.ascontiguousarray(value), what, d["name"])
+        set_tensor(interp, d["index"], ready[d["name"]], what, d["name"])
 
 
 def _label(model) -> str:

@@ -3,6 +3,12 @@
 One interpreter lives at a time: each stage is loaded (memory-mapped), run, its outputs copied,
 and the interpreter released before the next stage loads. Handoff tensors are dropped after the
 stage named in the manifest's `drop_after`, so only what later stages still need stays alive.
+Stages marked `resident` (they hold resource variables) keep their interpreter across calls of the
+same StagedModel, so a streaming model's state persists; `reset()` releases them.
+
+A build folder is untrusted input: every file is opened through `files.open_member` (inside the folder,
+regular, no symlink), checked against its sha256, and each stage passes the IR's validating reader
+before LiteRT sees it (cached per sha256, across processes under the user's HMAC key).
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from compiler.errors import BuildFolderError, InputError
-from compiler.files import atomic_write, read_npz, sha256_file
-from compiler.runtime.litert import interpreter, invoke, quantize, set_tensor
+from compiler import files
+from compiler.errors import BuildFolderError, FlatbufferError, InputError, SourceError, StageError
+from compiler.manifest import Manifest, Stage, TensorSpec, load
+from compiler.runtime.litert import conform_inputs, interpreter, invoke, set_tensor
 
+INPUT_ITEM_CAP = 16  # bytes per element an input array may declare (complex128); bounds an input file by its shapes
 
 
 def inputs_digest(inputs: Mapping[str, np.ndarray]) -> str:
@@ -35,140 +43,192 @@ def inputs_digest(inputs: Mapping[str, np.ndarray]) -> str:
 
 def save_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray]) -> None:
     """Write outputs to an .npz atomically (a crash leaves either the old file or the complete new one)."""
-    atomic_write(Path(path), lambda f: np.savez(f, **{k: np.asarray(v) for k, v in outputs.items()}))
+    files.atomic_write(Path(path), lambda f: np.savez(f, **{k: np.asarray(v) for k, v in outputs.items()}))
 
 
-def load_inputs(npz_path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read model inputs from an .npz (array name = model input name)."""
-    return read_npz(npz_path, InputError)
+def load_inputs(path: str | os.PathLike, specs: list[TensorSpec] | None = None) -> dict[str, np.ndarray]:
+    """Model inputs from an .npz (array name = input name), or an .npy for a single-input build.
 
+    With `specs` (the manifest's inputs) member names and shapes are checked from the headers before
+    any array is decompressed."""
+    expect = None if specs is None else {t.name: tuple(t.shape) for t in specs}
+    single = specs[0].name if specs is not None and len(specs) == 1 else None
+    return files.read_npz(path, InputError, expect=expect, max_bytes=_input_cap(specs), single=single)
+
+
+def _input_cap(specs: list[TensorSpec] | None) -> int:
+    if specs is None:
+        return files.DATA_CAP
+    return sum(int(np.prod(t.shape, dtype=np.int64)) for t in specs) * INPUT_ITEM_CAP + 4096
+
+
+# ------------------------------------------------------------------------------------------ validation cache
+
+_VALIDATED: set[str] = set()  # stage sha256s that passed the validating reader in this process
+
+
+def _validator_id() -> str:
+    """Changes whenever the validating reader's code does, so an old "validated" mark is not trusted."""
+    import compiler
+
+    root = Path(compiler.__file__).parent
+    h = hashlib.sha256(compiler.__version__.encode())
+    for p in sorted((root / "ir").glob("*.py")) + [root.parent / "kernels" / "catalogue.py"]:
+        try:
+            h.update(p.read_bytes())
+        except OSError:
+            pass
+    return h.hexdigest()
+
+
+def _mark_path(sha256: str) -> Path:
+    return files.cache_dir() / "validated" / files.mac("validated-stage", _validator_id(), sha256)
+
+
+def _was_validated(sha256: str) -> bool:
+    if sha256 in _VALIDATED:
+        return True
+    try:
+        if _mark_path(sha256).is_file():
+            _VALIDATED.add(sha256)
+            return True
+    except OSError:
+        pass
+    return False
+
+
+def _remember_validated(sha256: str) -> None:
+    _VALIDATED.add(sha256)
+    try:
+        p = _mark_path(sha256)
+        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        p.touch()
+    except OSError:
+        pass  # no cache folder: validate again next time
+
+
+def validate_stage(fd: int, label: str) -> None:
+    """The IR's validating reader on an open stage file (imported here only: the runtime stays light)."""
+    from compiler.ir import flatbuffer
+
+    data = files.map_fd(fd, label, FlatbufferError)
+    try:
+        flatbuffer.loads(data, origin=label)
+    except (FlatbufferError, SourceError) as e:
+        raise BuildFolderError(f"{e}; refusing to hand it to LiteRT") from None
+    finally:
+        try:
+            data.close()
+        except BufferError:
+            pass  # the IR still holds views of the map; it goes when they do
+
+
+# ------------------------------------------------------------------------------------------ the runtime
 
 class StagedModel:
-    """A build folder, checked (manifest, files, sha256) and ready to run stage by stage."""
+    """A build folder, checked (manifest, files, sha256, flatbuffer validity) and ready to run stage by stage."""
 
     def __init__(self, build_dir: str | os.PathLike, num_threads: int | None = None, use_xnnpack: bool = True):
-        from compiler.manifest import read_manifest
-
+        if num_threads is not None and num_threads < 1:
+            raise InputError(f"threads must be a positive integer, got {num_threads}")
         self.dir = Path(build_dir)
-        self.manifest = read_manifest(self.dir)
+        self.manifest: Manifest = load(self.dir)
         self.num_threads = num_threads
         self.use_xnnpack = use_xnnpack
-        self.stages: list[dict] = self.manifest["stages"]
-        self.inputs: list[dict] = self.manifest.get("inputs", [])
-        self.outputs: list[dict] = self.manifest.get("outputs", [])
-        self._check_manifest()
+        self.stages: list[Stage] = self.manifest.stages
+        self.inputs: list[TensorSpec] = self.manifest.inputs
+        self.outputs: list[TensorSpec] = self.manifest.outputs
         self._stat: dict[int, tuple] = {}
-        for k, st in enumerate(self.stages):
-            self._verify(k)
+        for k in range(len(self.stages)):
+            with self._open(k):
+                pass
         # Build identity for checkpoints: the ordered stage hashes.
-        self.build_id = hashlib.sha256("".join(s["sha256"] for s in self.stages).encode()).hexdigest()
+        self.build_id = hashlib.sha256("".join(s.sha256 for s in self.stages).encode()).hexdigest()
         self.last_run: dict[str, list[int]] = {"ran": [], "resumed": []}
+        self._resident: dict[int, object] = {}  # stage index -> live interpreter (stateful stages)
 
     # ------------------------------------------------------------------ checks
 
-    def _check_manifest(self) -> None:
-        where = self.dir / "manifest.json"
-        names = {i["name"] for i in self.inputs}
-        produced: dict[str, int] = {}
-        for k, st in enumerate(self.stages):
-            for key in ("file", "sha256", "inputs", "outputs"):
-                if key not in st:
-                    raise BuildFolderError(f"{where}: stage {k} has no {key!r}")
-            for t in st["inputs"]:
-                src = t.get("source") or {}
-                if "model_input" in src:
-                    if src["model_input"] not in names:
-                        raise BuildFolderError(f"{where}: stage {k} input {t['name']!r} comes from unknown model "
-                                               f"input {src['model_input']!r}")
-                elif "stage" in src:
-                    if src["stage"] >= k or produced.get(src["output"]) is None:
-                        raise BuildFolderError(f"{where}: stage {k} input {t['name']!r} comes from "
-                                               f"{src} which is not produced before stage {k}")
-                else:
-                    raise BuildFolderError(f"{where}: stage {k} input {t['name']!r} has no source")
-            for t in st["outputs"]:
-                produced[t["name"]] = k
-        for o in self.outputs:
-            src = o.get("source") or {"stage": produced.get(o["name"]), "output": o["name"]}
-            if src.get("stage") is None or src["output"] not in produced:
-                raise BuildFolderError(f"{where}: model output {o['name']!r} is produced by no stage")
-
-    def _verify(self, k: int) -> None:
-        """Check stage k's file exists and matches its sha256 (hashing again only if the file changed)."""
+    def _open(self, k: int):
+        """Open stage k's file through the checked path; hash it (again only if it changed since) and
+        validate it once per sha256. Returns a context manager yielding the fd."""
         st = self.stages[k]
-        path = self.dir / st["file"]
+        label = f"{self.dir}/{st.file}"
+        cm = files.open_member(self.dir, st.file)
+        fd = cm.__enter__()
         try:
-            s = path.stat()
-        except FileNotFoundError:
-            raise BuildFolderError(f"{self.dir}: stage file {st['file']} is missing; rebuild with tflc compile") from None
-        key = (s.st_ino, s.st_size, s.st_mtime_ns)
-        if self._stat.get(k) == key:
-            return
-        if sha256_file(path) != st["sha256"]:
-            raise BuildFolderError(f"{self.dir}: stage file {st['file']} does not match its sha256 in manifest.json "
-                                   "(corrupt or modified); rebuild with tflc compile")
-        self._stat[k] = key
+            s = os.fstat(fd)
+            key = (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns)
+            if self._stat.get(k) != key:
+                if files.sha256_fd(fd) != st.sha256:
+                    raise BuildFolderError(f"{self.dir}: stage file {st.file} does not match its sha256 in "
+                                           "manifest.json (corrupt or modified); rebuild with tflc compile")
+                if not _was_validated(st.sha256):
+                    validate_stage(fd, label)
+                    _remember_validated(st.sha256)
+                self._stat[k] = key
+        except BaseException:
+            cm.__exit__(*sys.exc_info())
+            raise
+        return _Opened(cm, fd)
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Inputs as the first stages need them: names, shapes, dtypes checked; floats quantized for int inputs."""
-        expected = [i["name"] for i in self.inputs]
-        for name in inputs:
-            if name not in expected:
-                raise InputError(f"unknown input {name!r}; the build's inputs are {', '.join(expected)}")
-        out = {}
-        for spec in self.inputs:
-            name = spec["name"]
-            if name not in inputs:
-                raise InputError(f"missing input {name!r}; the build needs {', '.join(expected)}")
-            a = np.asarray(inputs[name])
-            shape = tuple(int(d) for d in spec["shape"])
-            if a.shape != shape:
-                raise InputError(f"input {name!r}: shape {shape} expected, got {a.shape}")
-            want = np.dtype(spec["dtype"])  # manifest dtypes are numpy names ("float32", "int8", ...)
-            if a.dtype != want:
-                if spec.get("quantization") and np.issubdtype(want, np.integer) and np.issubdtype(a.dtype, np.floating):
-                    a = quantize(a, spec["quantization"], want)
-                else:
-                    raise InputError(f"input {name!r}: dtype {want} expected, got {a.dtype}"
-                                     + (f" (convert with .astype(np.{want}))" if np.can_cast(a.dtype, want, "same_kind") else ""))
-            out[name] = np.ascontiguousarray(a)
-        return out
+        specs = [(t.name, tuple(t.shape), t.dtype, t.quantization) for t in self.inputs]
+        return conform_inputs(inputs, specs)
+
+    def sample_inputs(self) -> dict[str, np.ndarray]:
+        """The build's sample input, read through the checked path and its sha256."""
+        ref = self.manifest.sample_input
+        if ref is None:
+            raise InputError(f"{self.dir}: the build names no sample input; pass inputs (--input in.npz)")
+        with files.open_member(self.dir, ref.file) as fd:
+            if files.sha256_fd(fd) != ref.sha256:
+                raise BuildFolderError(f"{self.dir}: {ref.file} does not match its sha256 in manifest.json")
+            expect = {t.name: tuple(t.shape) for t in self.inputs}
+            return files.read_npz_fd(fd, f"{self.dir}/{ref.file}", BuildFolderError, expect=expect,
+                                     max_bytes=_input_cap(self.inputs))
 
     # ------------------------------------------------------------------ running
 
+    def _interpreter(self, k: int):
+        if k in self._resident:
+            return self._resident[k]
+        st = self.stages[k]
+        with self._open(k) as fd:  # LiteRT opens the very file we checked (/proc/self/fd), not the path again
+            interp = interpreter(files.fd_path(fd, self.dir / st.file), num_threads=self.num_threads,
+                                 use_xnnpack=self.use_xnnpack)
+        if st.resident:
+            self._resident[k] = interp
+        return interp
+
     def _run_stage(self, k: int, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         st = self.stages[k]
-        self._verify(k)  # the hash is checked before the file reaches LiteRT
-        interp = interpreter(self.dir / st["file"], num_threads=self.num_threads, use_xnnpack=self.use_xnnpack)
+        label = f"{self.dir}/{st.file}"
+        interp = self._interpreter(k)
         try:
             by_name = {d["name"]: d for d in interp.get_input_details()}
-            for t in st["inputs"]:
-                d = by_name.get(t["name"])
+            for t in st.inputs:
+                d = by_name.get(t.name)
                 if d is None:
-                    raise BuildFolderError(f"{self.dir}: {st['file']} has no input tensor {t['name']!r} named in the manifest")
-                src = t["source"]
-                key = src["model_input"] if "model_input" in src else src["output"]
-                set_tensor(interp, d["index"], values[key], f"{self.dir}/{st['file']}", t["name"])
-            invoke(interp, f"{self.dir}/{st['file']}")
+                    raise BuildFolderError(f"{label} has no input tensor {t.name!r} named in the manifest")
+                set_tensor(interp, d["index"], values[t.source.key], label, t.name)
+            invoke(interp, label)
             outs = {d["name"]: d for d in interp.get_output_details()}
             result = {}
-            for t in st["outputs"]:
-                if t["name"] not in outs:
-                    raise BuildFolderError(f"{self.dir}: {st['file']} has no output tensor {t['name']!r} named in the manifest")
-                result[t["name"]] = np.array(interp.get_tensor(outs[t["name"]]["index"]))
+            for t in st.outputs:
+                if t.name not in outs:
+                    raise BuildFolderError(f"{label} has no output tensor {t.name!r} named in the manifest")
+                result[t.name] = np.array(interp.get_tensor(outs[t.name]["index"]))
             return result
         finally:
-            # Reference counting frees the interpreter (and unmaps the stage) right here; a full
+            # Reference counting frees a non-resident interpreter (and unmaps the stage) right here; a full
             # gc.collect() per stage cost 3-8 ms each and freed nothing more (bench: same VmHWM).
             del interp
 
-    def _drop_after(self) -> dict[str, int]:
-        out_names = {o["name"] for o in self.outputs}
-        drops: dict[str, int] = {}
-        for h in self.manifest.get("handoff", []):
-            if h.get("drop_after") is not None and h["name"] not in out_names:
-                drops[h["name"]] = int(h["drop_after"])
-        return drops
+    def reset(self) -> None:
+        """Release resident stages: the next call starts from the model's initial state."""
+        self._resident.clear()
 
     def __call__(self, inputs: Mapping[str, np.ndarray], *, checkpoint: str | os.PathLike | None = None,
                  resume: bool = False, progress: bool = False,
@@ -179,11 +239,11 @@ class StagedModel:
         resume: continue after the last finished stage found in `checkpoint` (same build, same inputs).
         on_stage: called as on_stage(k, outputs) after stage k (and its checkpoint) is done."""
         values: dict[str, np.ndarray] = dict(self.check_inputs(inputs))
-        digest = inputs_digest(values)
-        drops = self._drop_after()
-        ckpt = Checkpoint(Path(checkpoint), self, digest) if checkpoint is not None else None
-        if resume and ckpt is None:
+        if resume and checkpoint is None:
             raise InputError("resume needs a checkpoint folder (--checkpoint DIR)")
+        drops = self.manifest.drops()
+        kept = {t.source.key for t in self.outputs}
+        ckpt = Checkpoint(Path(checkpoint), self, inputs_digest(values)) if checkpoint is not None else None
         start = 0
         self.last_run = {"ran": [], "resumed": []}
         if ckpt is not None:
@@ -193,7 +253,7 @@ class StagedModel:
                     values.update(ckpt.load(k))
                     self.last_run["resumed"].append(k)
                 for name, after in drops.items():
-                    if after < start:
+                    if after < start and name not in kept:
                         values.pop(name, None)
                 if progress and start:
                     _say(f"resuming after stage {start - 1} from {ckpt.dir}")
@@ -208,14 +268,27 @@ class StagedModel:
             if ckpt is not None:
                 ckpt.save(k, outs)
             for name, after in drops.items():
-                if after == k:
+                if after == k and name not in kept:
                     values.pop(name, None)
             if progress:
-                _say(f"stage {k + 1}/{n} {self.stages[k]['file']}: {time.perf_counter() - t0:.2f} s")
+                _say(f"stage {k + 1}/{n} {self.stages[k].file}: {time.perf_counter() - t0:.2f} s")
             if on_stage is not None:
                 on_stage(k, outs)
             del outs
-        return {o["name"]: values[(o.get("source") or {}).get("output", o["name"])] for o in self.outputs}
+        return {o.name: values[o.source.key] for o in self.outputs}
+
+
+class _Opened:
+    """Context manager around an already-entered open_member, yielding its fd."""
+
+    def __init__(self, cm, fd: int):
+        self.cm, self.fd = cm, fd
+
+    def __enter__(self) -> int:
+        return self.fd
+
+    def __exit__(self, *exc):
+        return self.cm.__exit__(*exc)
 
 
 def _say(line: str) -> None:
@@ -223,43 +296,65 @@ def _say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+# ------------------------------------------------------------------------------------------ checkpoints
+
 class Checkpoint:
     """Per-stage checkpoint files in a folder: stage_KK.npz (outputs) then stage_KK.json (the commit record).
 
-    The JSON is written last and names the stage's sha256, the build, the inputs' sha256 and the
-    npz's sha256, so a resume trusts a stage only if all four match this run."""
+    The JSON is written last and names the stage's sha256, the build, the inputs' sha256 and the npz's
+    sha256, sealed with an HMAC under the user's key (kept outside the checkpoint folder), so a resume
+    trusts a stage only if all four match this run and nobody without the key wrote the record. A record
+    that fails any check is not trusted: that stage runs again."""
 
     def __init__(self, folder: Path, model: StagedModel, inputs_sha256: str):
         self.dir = folder
         self.model = model
         self.inputs_sha256 = inputs_sha256
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"--checkpoint {folder}: is a file, not a folder")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise files.write_error(folder, e) from None
+        for p, _, _ in files.stale(self.dir):  # temp files of a run that was killed mid-write
+            p.unlink(missing_ok=True)
 
-    def _paths(self, k: int) -> tuple[Path, Path]:
-        return self.dir / f"stage_{k:02d}.npz", self.dir / f"stage_{k:02d}.json"
+    def _names(self, k: int) -> tuple[str, str]:
+        return f"stage_{k:02d}.npz", f"stage_{k:02d}.json"
 
     def clear(self) -> None:
         for k in range(len(self.model.stages)):
-            for p in reversed(self._paths(k)):
-                p.unlink(missing_ok=True)
+            for name in reversed(self._names(k)):
+                p = self.dir / name
+                if p.is_symlink() or p.is_file():
+                    p.unlink()
+
+    def _seal(self, record: dict) -> str:
+        return files.mac("checkpoint", json.dumps(record, sort_keys=True))
 
     def save(self, k: int, outputs: Mapping[str, np.ndarray]) -> None:
-        npz, meta = self._paths(k)
+        npz, meta = (self.dir / n for n in self._names(k))
         names = list(outputs)
         # Positional keys: tensor names may hold '/' or ':' which do not round-trip as zip member names.
-        atomic_write(npz, lambda f: np.savez(f, **{f"t{i}": np.asarray(outputs[n]) for i, n in enumerate(names)}))
-        record = {"stage": k, "stage_sha256": self.model.stages[k]["sha256"], "build": self.model.build_id,
-                  "inputs_sha256": self.inputs_sha256, "npz_sha256": sha256_file(npz), "outputs": names}
-        atomic_write(meta, lambda f: f.write(json.dumps(record, indent=1).encode()))
+        files.atomic_write(npz, lambda f: np.savez(f, **{f"t{i}": np.asarray(outputs[n]) for i, n in enumerate(names)}))
+        record = {"stage": k, "stage_sha256": self.model.stages[k].sha256, "build": self.model.build_id,
+                  "inputs_sha256": self.inputs_sha256, "npz_sha256": files.sha256_file(npz), "outputs": names}
+        record["mac"] = self._seal(record)
+        files.atomic_write(meta, lambda f: f.write(json.dumps(record, indent=1).encode()))
 
     def _record(self, k: int) -> dict | None:
-        npz, meta = self._paths(k)
-        if not meta.is_file() or not npz.is_file():
-            return None
+        """Stage k's record if it is well-formed and sealed with our key; None otherwise."""
         try:
-            return json.loads(meta.read_text())
-        except (OSError, ValueError):
+            rec = json.loads(files.read_member(self.dir, self._names(k)[1], max_bytes=1 << 20))
+        except (BuildFolderError, ValueError, RecursionError):
             return None
+        if not isinstance(rec, dict) or not files.mac_ok(rec.get("mac"), "checkpoint", json.dumps(
+                {key: v for key, v in rec.items() if key != "mac"}, sort_keys=True)):
+            return None
+        want = [t.name for t in self.model.stages[k].outputs]
+        if rec.get("outputs") != want or rec.get("stage") != k:
+            return None
+        return rec
 
     def finished(self) -> int:
         """Number of leading stages with a valid checkpoint for this build and these inputs."""
@@ -267,21 +362,31 @@ class Checkpoint:
         while k < len(self.model.stages):
             rec = self._record(k)
             if rec is None:
+                if (self.dir / self._names(k)[1]).exists():
+                    _say(f"{self.dir}: checkpoint of stage {k} is not valid (damaged or not written by this "
+                         "user's tflc); running it again")
                 break
-            if (rec.get("build") != self.model.build_id or rec.get("stage_sha256") != self.model.stages[k]["sha256"]
-                    or rec.get("stage") != k):
+            if rec["build"] != self.model.build_id or rec["stage_sha256"] != self.model.stages[k].sha256:
                 raise BuildFolderError(f"{self.dir}: checkpoint of stage {k} was written by a different build; "
                                        "delete the folder or run without --resume")
-            if rec.get("inputs_sha256") != self.inputs_sha256:
+            if rec["inputs_sha256"] != self.inputs_sha256:
                 raise InputError(f"{self.dir}: checkpoint of stage {k} was written for different inputs; "
                                  "pass the same inputs, or run without --resume")
-            if sha256_file(self._paths(k)[0]) != rec.get("npz_sha256"):
+            try:
+                with files.open_member(self.dir, self._names(k)[0]) as fd:
+                    ok = files.sha256_fd(fd) == rec["npz_sha256"]
+            except BuildFolderError:
+                ok = False
+            if not ok:
                 break  # damaged: run this stage again
             k += 1
         return k
 
     def load(self, k: int) -> dict[str, np.ndarray]:
-        npz, _ = self._paths(k)
-        rec = self._record(k)
-        with np.load(npz, allow_pickle=False) as z:
-            return {name: np.array(z[f"t{i}"]) for i, name in enumerate(rec["outputs"])}
+        st = self.model.stages[k]
+        expect = {f"t{i}": tuple(t.shape) for i, t in enumerate(st.outputs)}
+        cap = sum(int(np.prod(t.shape, dtype=np.int64)) for t in st.outputs) * INPUT_ITEM_CAP + 4096
+        with files.open_member(self.dir, self._names(k)[0]) as fd:
+            arrays = files.read_npz_fd(fd, f"{self.dir}/{self._names(k)[0]}", BuildFolderError, expect=expect,
+                                       max_bytes=cap)
+        return {t.name: arrays[f"t{i}"] for i, t in enumerate(st.outputs)}
