@@ -112,3 +112,31 @@ def test_npz_with_references_and_layer_localization(builds, src, tmp_path):
     assert snrs == sorted(snrs)
     assert {r["layer"] for r in rows} >= {"head_dense", "branches_concat"}
     assert json.loads((builds / "good" / "verify.json").read_text())["examples"] == 40
+
+
+def test_localize_against_a_reference_build(builds, src, tmp_path):
+    """`--reference DIR` compares with a float build folder instead of recompiling the source: the same
+    float build (the recorded pipeline minus quantize) gives the same per-tensor SNRs as the default.
+    A partitioned reference is refused with one line (exit 2)."""
+    from compiler.verify import float_steps, localize
+    from compiler.manifest import read_manifest
+
+    assert [s.name for s in float_steps(PIPE + ",partition{stages=2}")] == ["strip-unused", "dedupe-buffers"]
+    ref_pipe = ",".join(s.text for s in float_steps(PIPE))
+    model, _ = _compile(src, ref_pipe)
+    write_build(model, tmp_path / "float", source=src, pipeline=ref_pipe)
+    x, _ = src.fixture.evaluation()
+    x = {k: v[:4] for k, v in x.items()}
+    manifest = read_manifest(builds / "good")
+    default = {r["tensor"]: r["snr_db"] for r in localize(builds / "good", manifest, x, examples=4)}
+    given = {r["tensor"]: r["snr_db"] for r in localize(builds / "good", manifest, x, examples=4,
+                                                       reference=tmp_path / "float")}
+    assert default and set(default) <= set(given)
+    assert all(given[t] == s for t, s in default.items())
+    # Something is worse than infinitely good: the int8 weights do lose precision.
+    assert any(s is not None and s < 60 for s in given.values())
+
+    staged, _ = _compile(src, ref_pipe + ",partition{stages=2}")
+    write_build(staged, tmp_path / "staged", source=src, pipeline=ref_pipe + ",partition{stages=2}")
+    assert_user_error(tflc("verify", str(builds / "good"), "--data", "fixtures:contect-small", "--limit", "2",
+                           "--reference", str(tmp_path / "staged")), "one stage", code=2)
