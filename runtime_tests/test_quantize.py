@@ -528,3 +528,32 @@ def test_float16_on_float16_model_changes_nothing(face_detector):
     plain = compile_(src, BASE)
     assert flatbuffer.dumps(model) == flatbuffer.dumps(plain)
     assert "float16 already; nothing to do" in ctx.report["quantize"]["left_as_is"]
+
+
+def test_int8_on_float16_model(face_detector):
+    """Full int8 treats float16 conv weights as the constants they are: every one is quantized from its
+    float16 values (none left float16, every op integer), the build runs on XNNPACK and the builtin
+    kernels, and it is bit for bit what int8 gives on the float32 expansion with the same calibration."""
+    from types import SimpleNamespace
+
+    from compiler.quant import precision
+    from compiler.runtime import run_tflite
+
+    _, src = face_detector
+    t = src.model.inputs[0]
+    cal = {t.name: np.random.default_rng(5).uniform(-1, 1, (8,) + tuple(t.shape[1:])).astype(np.float32)}
+    ctx = PassContext(source=SimpleNamespace(calibration=cal))
+    text = f"{BASE},quantize{{mode=int8}}"
+    model = compile_(src, text, ctx)
+    p = precision(model)
+    assert "float16" not in p["weights"] and set(p["ops"]) == {"conversion", "integer"}
+    assert ctx.report["quantize"]["float16_expanded"] == precision(src.model)["ops"]["conversion"]
+    assert ctx.report["quantize"]["float16_left"] == 0 and ctx.report["quantize"]["left_as_is"] is None
+    expanded = _float32_expansion(flatbuffer.loads(flatbuffer.dumps(src.model)))
+    expanded = pipeline.run(expanded, pipeline.parse(text), PassContext(source=SimpleNamespace(calibration=cal)))
+    x = {t.name: np.random.default_rng(0).uniform(-1, 1, t.shape).astype(np.float32)}
+    for xnnpack in (True, False):
+        got = run_tflite(flatbuffer.dumps(model), x, use_xnnpack=xnnpack)
+        same = run_tflite(flatbuffer.dumps(expanded), x, use_xnnpack=xnnpack)
+        for name, v in got.items():
+            np.testing.assert_array_equal(v, same[name])

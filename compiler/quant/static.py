@@ -21,7 +21,7 @@ from compiler.ir.layers import layer_of_op
 from compiler.quant import graph, kernels, names
 from compiler.quant.kernels import FIXED, FLOAT, SAME, WEIGHT, Rule
 from compiler.quant.numerics import activation_params, bias_values, quantize_values, symmetric_weights
-from compiler.quant.weights_only import hybrid_int8
+from compiler.quant.weights_only import expand_half_weights, hybrid_int8
 
 OP = schema.BuiltinOperator
 TT = schema.TensorType
@@ -246,9 +246,13 @@ def _model_outputs(model: Model, rw: Rewriter, io: str) -> None:
 
 def quantize_static(model: Model, keep, calibration: dict, *, bits: int = 8, io: str = "float",
                     percentile: float = 0.0, per_channel: bool = True, min_elements: int = 1024) -> dict:
-    """Calibrate, rewrite the main subgraph, then give the float ops' weights int8 for hybrid kernels."""
+    """Calibrate, rewrite the main subgraph, then give the float ops' weights int8 for hybrid kernels.
+    Float16 weights of weight ops (converters' float16 models) are first expanded to float32 constants,
+    so they are quantized from their float16 values like any float weight."""
     from compiler.quant.calibrate import collect_ranges
 
+    weight_ops = {code: r.weight for code, r in kernels.RULES.items() if r.kind == WEIGHT}
+    expanded = expand_half_weights(model.main, weight_ops)
     ranges = collect_ranges(model, calibration, percentile)
     found = rewrite(model, keep, ranges, bits=bits, io=io, per_channel=per_channel)
     decisions = Counter(found["ops"])
@@ -257,4 +261,5 @@ def quantize_static(model: Model, keep, calibration: dict, *, bits: int = 8, io:
     hybrid = hybrid_int8(model, keep, per_channel=per_channel, min_elements=min_elements)
     decisions.update(hybrid["ops"])
     return {"ops": dict(sorted(decisions.items())), "float_ops": found["float_ops"],
-            "calibrated_tensors": len(ranges), "percentile": percentile, "float16_left": hybrid["float16_left"]}
+            "calibrated_tensors": len(ranges), "percentile": percentile, "float16_left": hybrid["float16_left"],
+            "float16_expanded": expanded}

@@ -135,6 +135,26 @@ def hybrid_int8(model: Model, keep_float: KeepFloat, *, per_channel: bool = True
     return {"ops": dict(sorted(decisions.items())), "float16_left": left}
 
 
+def expand_half_weights(sg: Subgraph, specs: dict[int, kernels.WeightOperand]) -> int:
+    """Weight and bias operands of ops in `specs` that are float16 behind a DEQUANTIZE become float32
+    constants of the same values (so full-integer quantization sees them as constant weights); the
+    DEQUANTIZEs nothing else reads go. Returns how many operands were expanded."""
+    halves = half_weights(sg)
+    floats: dict[int, Tensor] = {}
+    n = 0
+    for op in sg.operators:
+        spec = specs.get(op.builtin_code)
+        if spec is None:
+            continue
+        for i in (spec.index, spec.bias):
+            t = op.inputs[i] if i is not None and i < len(op.inputs) else None
+            if t is not None and id(t) in halves:
+                op.inputs[i] = _float_copy(sg, t, halves[id(t)], floats)
+                n += 1
+    graph.drop_unreferenced(sg, _drop_dead_dequantizes(sg, halves))
+    return n
+
+
 def _float_copy(sg: Subgraph, t: Tensor, half: Tensor, floats: dict[int, Tensor]) -> Tensor:
     """A float32 constant holding `half`'s values, standing for `t` (one per float16 constant)."""
     if id(half) not in floats:
