@@ -186,6 +186,7 @@ def read_npz_fd(fd: int, label: str, error: type[Exception], *, expect: Expect |
                 if single is None:
                     raise error(f"{label}: an .npy holds one array; this needs an .npz keyed by input name")
                 _npy_header(f, single, label, error, expect, max_bytes)
+                f.seek(0)
                 return {single: np.lib.format.read_array(f, allow_pickle=False)}
             with zipfile.ZipFile(f) as zf:
                 infos = zf.infolist()

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from compiler.errors import FlatbufferError, OpsetError, SourceError
+from compiler.errors import OpsetError, SourceError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,28 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_models(path: str | Path) -> tuple[list[str], list]:
-    """(labels, models) for a .tflite file (one model) or a build folder (its stages, in order)."""
-    from compiler.ir import flatbuffer
+    """(labels, models) for a .tflite file (one model) or a build folder (its stages, in order), read
+    through the same checked path as `tflc inspect` and the runtime."""
+    from compiler.commands.inspect import read_models
 
     p = Path(path)
-    if p.is_dir():
-        from compiler.manifest import read_manifest
-
-        manifest = read_manifest(p)
-        files = [p / s["file"] for s in manifest["stages"]]
-        for f in files:
-            if not f.is_file():
-                from compiler.errors import BuildFolderError
-                raise BuildFolderError(f"{p}: manifest lists {f.name} but the file is missing; rebuild the folder")
-        return [f.stem for f in files], [flatbuffer.load(f) for f in files]
-    if not p.exists():
+    if not p.is_dir() and not p.exists():
         raise SourceError(f"{p}: no such file or folder; pass a .tflite file or a build folder")
-    try:
-        return [p.stem], [flatbuffer.load(p)]
-    except FlatbufferError:
-        raise
-    except Exception as e:  # a reader failure on a non-flatbuffer file is the user's input, not a tflc bug
-        raise FlatbufferError(f"{p}: not a TFLite flatbuffer ({e})") from None
+    _, models = read_models(p)
+    return [Path(label).stem for label, _, _ in models], [m for _, _, m in models]
 
 
 def format_table(table: dict, labels: list[str], statuses: dict[tuple, str] | None = None) -> str:

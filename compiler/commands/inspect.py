@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 NAME = "inspect"
@@ -13,23 +14,46 @@ DESCRIPTION = "Inspect a .tflite file or every stage of a build folder."
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="FILE|DIR")
     parser.add_argument("--tensors", type=int, default=10, metavar="N", help="list the N largest tensors (default 10)")
+    parser.add_argument("--deep", action="store_true",
+                        help="also load and invoke each model once with zeros in LiteRT, in a child process")
+
+
+def read_models(path: str | Path) -> tuple[str | None, list[tuple[str, int, object]]]:
+    """(build summary line or None, [(label, bytes, IR model)]) for a .tflite file or a build folder.
+
+    Stage files are read only through the checked path (inside the folder, regular, no symlink, sha256
+    as in the manifest), the same one the runtime uses; a file given directly must be a regular file."""
+    from compiler import files
+    from compiler.errors import BuildFolderError, FlatbufferError, SourceError
+    from compiler.ir import flatbuffer
+    from compiler.manifest import load
+
+    p = Path(path)
+    if p.is_dir():
+        manifest = load(p)
+        out = []
+        for st in manifest.stages:
+            with files.open_member(p, st.file) as fd:
+                if files.sha256_fd(fd) != st.sha256:
+                    raise BuildFolderError(f"{p}: stage file {st.file} does not match its sha256 in manifest.json "
+                                           "(corrupt or modified); rebuild with tflc compile")
+                out.append((st.file, os.fstat(fd).st_size,
+                            flatbuffer.loads(files.map_fd(fd, f"{p}/{st.file}", FlatbufferError), origin=f"{p}/{st.file}")))
+        head = (f"build {p}: source {manifest.source}, pipeline {manifest.pipeline!r}, "
+                f"{len(out)} stage(s), quantization {manifest.quantization}")
+        return head, out
+    with files.open_regular(p, SourceError) as fd:
+        return None, [(p.name, os.fstat(fd).st_size,
+                       flatbuffer.loads(files.map_fd(fd, str(p), FlatbufferError), origin=str(p)))]
 
 
 def run(args) -> int:
-    from compiler.ir import flatbuffer, type_name
-    from compiler.manifest import read_manifest
+    from compiler.ir import type_name
 
-    path = Path(args.path)
-    if path.is_dir():
-        manifest = read_manifest(path)
-        files = [(s["file"], path / s["file"]) for s in manifest["stages"]]
-        print(f"build {path}: source {manifest.get('source')}, pipeline {manifest.get('pipeline')!r}, "
-              f"{len(files)} stage(s), quantization {manifest.get('quantization')}")
-    else:
-        files = [(path.name, path)]
-    for label, f in files:
-        model = flatbuffer.load(f)
-        size = f.stat().st_size
+    head, models = read_models(args.path)
+    if head:
+        print(head)
+    for label, size, model in models:
         print(f"\n== {label}: {size:,} bytes, {len(model.subgraphs)} subgraph(s), "
               f"{model.buffer_count()} buffers, weights {model.weight_bytes():,} bytes")
         for i, sg in enumerate(model.subgraphs):
