@@ -139,6 +139,9 @@ def run_argv(args: argparse.Namespace) -> list[str]:
             argv.append(str(value))
         elif isinstance(action, argparse._StoreTrueAction):
             argv.append(action.option_strings[0])
+        elif isinstance(action, argparse._AppendAction):
+            for item in value:
+                argv += [action.option_strings[0], str(item)]
         else:
             argv += [action.option_strings[0], str(value)]
     return argv

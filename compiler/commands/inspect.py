@@ -71,4 +71,10 @@ def run(args) -> int:
             for t in tensors[: args.tensors]:
                 kind = "const" if t.is_constant else "activation"
                 print(f"    {t.nbytes:>12,}  {kind:10s} {type_name(t.type):8s} {list(t.shape)} {t.name}")
+        if args.deep:  # LiteRT may crash on a file our checks pass: only a child process finds out safely
+            from compiler import isolate
+            path = Path(args.path)
+            refused = isolate.smoke(path / label if path.is_dir() else path)
+            print("  LiteRT: " + (f"refuses it: {refused}" if refused else
+                                  "loads, allocates and invokes it with zeros (builtin kernels and XNNPACK)"))
     return 0

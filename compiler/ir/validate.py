@@ -130,7 +130,8 @@ SPECS: dict[str, OpSpec] = {
     "L2_POOL_2D": _spec("input", options="Pool2DOptions", required=True),
     # shape manipulation
     "CONCATENATION": _spec("values+", options="ConcatenationOptions", required=True),
-    "RESHAPE": _spec("input shape?", options="ReshapeOptions"),
+    # the shape input may be left out, but not given as -1: the kernel then reads a null tensor
+    "RESHAPE": _spec("input shape", options="ReshapeOptions", counts=(1, 2)),
     "SQUEEZE": _spec("input", options="SqueezeOptions"),
     "EXPAND_DIMS": _spec("input axis"),
     "TRANSPOSE": _spec("input perm"),
