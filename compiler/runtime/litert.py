@@ -36,7 +36,7 @@ def litert_reason(e: BaseException) -> str:
 
 
 def interpreter(model: str | os.PathLike | bytes, num_threads: int | None = None, use_xnnpack: bool = True,
-                preserve_all_tensors: bool = False):
+                preserve_all_tensors: bool = False, label: str | None = None):
     """A LiteRT interpreter with tensors allocated. A path is memory-mapped by LiteRT (weights are not copied).
 
     LiteRT's refusals (not a flatbuffer, an unresolved custom op, XNNPACK setup, allocation) are a StageError
@@ -54,7 +54,7 @@ def interpreter(model: str | os.PathLike | bytes, num_threads: int | None = None
             interp = Interpreter(model_path=os.fspath(model), **kwargs)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
-        raise StageError(f"{_label(model)}: LiteRT cannot load it: {litert_reason(e)}") from None
+        raise StageError(f"{label or _label(model)}: LiteRT cannot load it: {litert_reason(e)}") from None
     return interp
 
 

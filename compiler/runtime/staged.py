@@ -197,7 +197,7 @@ class StagedModel:
         st = self.stages[k]
         with self._open(k) as fd:  # LiteRT opens the very file we checked (/proc/self/fd), not the path again
             interp = interpreter(files.fd_path(fd, self.dir / st.file), num_threads=self.num_threads,
-                                 use_xnnpack=self.use_xnnpack)
+                                 use_xnnpack=self.use_xnnpack, label=f"{self.dir}/{st.file}")
         if st.resident:
             self._resident[k] = interp
         return interp
@@ -334,6 +334,9 @@ class Checkpoint:
 
     def save(self, k: int, outputs: Mapping[str, np.ndarray]) -> None:
         npz, meta = (self.dir / n for n in self._names(k))
+        for p in (npz, meta):  # an empty folder where a record goes (tampering): make room; anything else fails
+            if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+                p.rmdir()
         names = list(outputs)
         # Positional keys: tensor names may hold '/' or ':' which do not round-trip as zip member names.
         files.atomic_write(npz, lambda f: np.savez(f, **{f"t{i}": np.asarray(outputs[n]) for i, n in enumerate(names)}))
