@@ -1,0 +1,85 @@
+"""Conv1D, Conv2D and DepthwiseConv2D -> CONV_2D / DEPTHWISE_CONV_2D (channels_last)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.frontend.native import rule
+from compiler.frontend.native.activations import FUSED, finish, name_of, supported
+from compiler.frontend.native.dense import weights
+from compiler.frontend.native.graph import ACT, OP, Node, options
+from compiler.ir import Tensor
+from ai_edge_litert import schema_py_generated as schema
+
+PADDING = {"same": schema.Padding.SAME, "valid": schema.Padding.VALID}
+
+
+def _check(layer) -> str | None:
+    if layer.data_format != "channels_last":
+        return f"data_format={layer.data_format}"
+    if layer.padding not in PADDING:
+        return f"padding={layer.padding!r}"
+    if getattr(layer, "groups", 1) != 1:
+        return f"groups={layer.groups}"
+    if getattr(layer, "lora_enabled", False):
+        return "LoRA enabled"
+    return supported(layer.activation)
+
+
+def _pair(v) -> tuple[int, int]:
+    v = tuple(v) if isinstance(v, (tuple, list)) else (v,)
+    return (int(v[0]), int(v[-1]))
+
+
+def _conv(node: Node, x: Tensor, out_shape, filt: np.ndarray, bias: np.ndarray | None, depthwise: int = 0):
+    """One CONV_2D (depthwise=0) or DEPTHWISE_CONV_2D (depth multiplier), then the layer's activation."""
+    layer = node.layer
+    act = name_of(layer.activation)
+    fused = FUSED.get(act, ACT.NONE)
+    sh, sw = _pair(layer.strides)
+    dh, dw = _pair(layer.dilation_rate)
+    common = dict(padding=PADDING[layer.padding], strideH=sh, strideW=sw, dilationHFactor=dh,
+                  dilationWFactor=dw, fusedActivationFunction=fused)
+    done = fused != ACT.NONE or act == "linear"
+    y = node.out() if done and tuple(out_shape) == tuple(node.out_shapes[0]) else node.tmp("conv", out_shape)
+    if bias is None:
+        bias = np.zeros(filt.shape[3] if depthwise else filt.shape[0], np.float32)
+    ins = [x, node.const("kernel", filt), node.const("bias", bias)]
+    if depthwise:
+        node.op(OP.DEPTHWISE_CONV_2D, ins, [y], options("DepthwiseConv2DOptions", depthMultiplier=depthwise, **common))
+    else:
+        node.op(OP.CONV_2D, ins, [y], options("Conv2DOptions", **common))
+    return y, (None if fused != ACT.NONE else act)
+
+
+@rule("Conv2D", check=_check)
+def conv2d(node: Node) -> list[Tensor]:
+    ws = weights(node.layer)
+    filt = ws[0].transpose(3, 0, 1, 2)  # Keras HWIO -> TFLite OHWI
+    y, act = _conv(node, node.x, node.out_shapes[0], filt, ws[1] if node.layer.use_bias else None)
+    return [finish(node, y, act)]
+
+
+@rule("Conv1D", check=lambda layer: "padding='causal'" if layer.padding == "causal" else _check(layer))
+def conv1d(node: Node) -> list[Tensor]:
+    """(B, T, C) -> (B, 1, T, C), a 1xK CONV_2D, back to (B, T', C')."""
+    ws = weights(node.layer)
+    b, t, c = node.x.shape
+    x4 = node.tmp("expand", (b, 1, t, c))
+    node.op(OP.RESHAPE, [node.x, node.const("expand_shape", np.asarray(x4.shape, np.int32))], [x4])
+    filt = ws[0].transpose(2, 0, 1)[:, None]  # (K, I, O) -> (O, 1, K, I)
+    bo, to, co = node.out_shapes[0]
+    y, act = _conv(node, x4, (bo, 1, to, co), filt, ws[1] if node.layer.use_bias else None)
+    y3 = node.out() if act is None or act == "linear" else node.tmp("squeeze", (bo, to, co))
+    node.op(OP.RESHAPE, [y, node.const("shape", np.asarray(node.out_shapes[0], np.int32))], [y3])
+    return [finish(node, y3, act)]
+
+
+@rule("DepthwiseConv2D", check=_check)
+def depthwise(node: Node) -> list[Tensor]:
+    ws = weights(node.layer)
+    h, w, c, m = ws[0].shape
+    # Output channel c*m + k of TFLite's kernel is Keras' kernel[..., c, k].
+    filt = ws[0].reshape(1, h, w, c * m)
+    y, act = _conv(node, node.x, node.out_shapes[0], filt, ws[1] if node.layer.use_bias else None, depthwise=m)
+    return [finish(node, y, act)]

@@ -1,0 +1,197 @@
+"""Native Keras lowering (compiler/frontend/native): every rule against Keras, the converter as a second
+reference, contect-small and mobilenet_v2 end to end, and the auto/native/converter choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler.frontend import native
+from compiler.ir import flatbuffer
+from ir_helpers import run
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def _inputs(model, seed=0, batch=None):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for kt in model.inputs:
+        shape = tuple(batch or 1 if d is None else d for d in kt.shape[:1]) + tuple(kt.shape[1:])
+        out[kt.name] = rng.standard_normal(shape).astype(np.float32)
+    return out
+
+
+def _keras_outputs(model, x: dict) -> list[np.ndarray]:
+    arrays = [x[kt.name] for kt in model.inputs]
+    ys = model.predict(arrays[0] if len(arrays) == 1 else arrays, verbose=0)
+    return list(ys) if isinstance(ys, (list, tuple)) else [ys]
+
+
+def check(model, seed=0, batch=None, converter=False):
+    """Lower natively; the outputs match model.predict (and, if asked, the converter's build) within 1e-5."""
+    assert native.unsupported(model) == []
+    ir = native.lower(model, batch)
+    data = flatbuffer.dumps(ir)
+    flatbuffer.loads(data)  # our validator and LiteRT's verifier accept it
+    x = _inputs(model, seed, batch)
+    got = run(data, x)
+    want = _keras_outputs(model, x)
+    assert [t.name for t in ir.outputs] == list(model.output_names)
+    for name, w in zip(model.output_names, want):
+        np.testing.assert_allclose(got[name], w, **TOL, err_msg=name)
+    if converter:
+        from compiler.frontend import from_keras
+
+        ref = run(from_keras(model, batch, frontend="converter").model, x)
+        for name, w in zip(model.output_names, want):
+            np.testing.assert_allclose(got[name], ref[name], **TOL, err_msg=f"{name} vs converter")
+    return ir
+
+
+def _model(build, shape, batch=1, seed=3):
+    """keras.Model(inp, build(inp)) with a seeded weight init and the input named `x`."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(shape, batch_size=batch, name="x")
+    out = build(keras.layers, inp)
+    model = keras.Model(inp, out)
+    # Non-trivial BN statistics and biases, so that folding and MUL+ADD are really exercised.
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        ws = layer.get_weights()
+        if ws and type(layer).__name__ in ("BatchNormalization", "LayerNormalization"):
+            ws = [rng.uniform(0.5, 1.5, w.shape).astype(np.float32) if i in (0, 3) else
+                  rng.normal(0, 0.3, w.shape).astype(np.float32) for i, w in enumerate(ws)]
+            layer.set_weights(ws)
+        elif ws and len(ws) > 1 and ws[-1].ndim == 1:
+            ws[-1] = rng.normal(0, 0.3, ws[-1].shape).astype(np.float32)
+            layer.set_weights(ws)
+    return model
+
+
+# ---- one tiny model per rule ---------------------------------------------------------------------
+
+RULE_CASES = {
+    "dense_rank2_relu": (lambda L, x: L.Dense(7, activation="relu", name="d")(L.Flatten(name="f")(x)), (3, 4)),
+    "dense_rank3_softmax": (lambda L, x: L.Dense(5, activation="softmax", name="d")(x), (6, 4)),
+    "dense_rank4_no_bias": (lambda L, x: L.Dense(3, use_bias=False, activation="tanh", name="d")(x), (2, 3, 4)),
+    "conv2d_same_stride2": (lambda L, x: L.Conv2D(6, 3, strides=2, padding="same", name="c")(x), (9, 8, 3)),
+    "conv2d_valid_dilated": (lambda L, x: L.Conv2D(4, 3, dilation_rate=2, activation="relu6", name="c")(x),
+                             (11, 10, 2)),
+    "conv2d_rect_strides": (lambda L, x: L.Conv2D(5, (3, 1), strides=(1, 2), padding="same", activation="swish",
+                                                  name="c")(x), (8, 9, 3)),
+    "conv1d": (lambda L, x: L.Conv1D(4, 3, strides=2, padding="same", activation="gelu", name="c")(x), (12, 5)),
+    "depthwise_multiplier": (lambda L, x: L.DepthwiseConv2D(3, depth_multiplier=2, padding="same",
+                                                            activation="relu", name="dw")(x), (7, 7, 3)),
+    "depthwise_strided": (lambda L, x: L.DepthwiseConv2D(3, strides=2, name="dw")(x), (9, 9, 4)),
+    "bn_folded_into_conv": (lambda L, x: L.BatchNormalization(name="bn")(
+        L.Conv2D(4, 3, padding="same", use_bias=False, name="c")(x)), (6, 6, 3)),
+    "bn_folded_into_depthwise": (lambda L, x: L.BatchNormalization(name="bn")(
+        L.DepthwiseConv2D(3, padding="same", name="dw")(x)), (6, 6, 3)),
+    "bn_folded_into_dense": (lambda L, x: L.BatchNormalization(name="bn")(L.Dense(5, name="d")(x)), (4,)),
+    "bn_not_folded_two_readers": (lambda L, x: (lambda c: L.Add(name="add")(
+        [L.BatchNormalization(name="bn")(c), c]))(L.Conv2D(4, 1, name="c")(x)), (5, 5, 2)),
+    "bn_after_relu": (lambda L, x: L.BatchNormalization(name="bn")(L.ReLU(name="r")(x)), (5, 5, 3)),
+    "layer_norm": (lambda L, x: L.LayerNormalization(name="ln")(x), (6, 8)),
+    "activations": (lambda L, x: L.Concatenate(name="cat")(
+        [L.Activation(a, name=a)(x) for a in ("relu", "relu6", "sigmoid", "tanh", "softmax", "swish", "gelu",
+                                              "hard_sigmoid", "hard_swish", "elu", "leaky_relu", "linear",
+                                              "log_softmax")]), (3, 5)),
+    "activation_layers": (lambda L, x: L.Concatenate(name="cat")(
+        [L.LeakyReLU(0.3, name="lr")(x), L.ReLU(name="r")(x), L.ReLU(6.0, name="r6")(x),
+         L.ReLU(negative_slope=0.1, name="rl")(x), L.ELU(name="elu")(x), L.Softmax(name="sm")(x)]), (4, 6)),
+    "merges": (lambda L, x: (lambda a, b, c: L.Concatenate(axis=1, name="cat")(
+        [L.Add(name="add")([a, b, c]), L.Subtract(name="sub")([a, b]), L.Multiply(name="mul")([a, b, c]),
+         L.Average(name="avg")([a, b]), L.Maximum(name="max")([a, c]), L.Minimum(name="min")([b, c])]))(
+        L.Dense(4, name="a")(x), L.Dense(4, name="b")(x), L.Dense(4, name="c")(x)), (3, 5)),
+    "reshape_permute_flatten": (lambda L, x: L.Flatten(name="f")(
+        L.Permute((3, 1, 2), name="p")(L.Reshape((2, 6, 2), name="r")(x))), (4, 6)),
+    "pooling_2d": (lambda L, x: L.Concatenate(name="cat")(
+        [L.Flatten(name="f1")(L.MaxPooling2D(2, name="mp")(x)),
+         L.Flatten(name="f2")(L.AveragePooling2D(3, strides=2, padding="same", name="ap")(x)),
+         L.Flatten(name="f3")(L.MaxPooling2D((2, 3), strides=(1, 2), padding="same", name="mp2")(x)),
+         L.GlobalAveragePooling2D(name="gap")(x), L.GlobalMaxPooling2D(name="gmp")(x)]), (7, 8, 3)),
+    "pooling_1d": (lambda L, x: L.Concatenate(name="cat")(
+        [L.Flatten(name="f1")(L.MaxPooling1D(2, name="mp")(x)),
+         L.Flatten(name="f2")(L.AveragePooling1D(3, strides=2, padding="same", name="ap")(x)),
+         L.GlobalAveragePooling1D(name="gap")(x), L.GlobalMaxPooling1D(name="gmp")(x)]), (9, 4)),
+    "padding_cropping_upsampling": (lambda L, x: L.UpSampling2D(2, name="up")(L.Cropping2D(((1, 0), (0, 2)),
+                                    name="crop")(L.ZeroPadding2D(((1, 2), (0, 1)), name="pad")(x))), (5, 6, 2)),
+    "padding_1d": (lambda L, x: L.Cropping1D((1, 2), name="crop")(L.ZeroPadding1D(2, name="pad")(x)), (6, 3)),
+    "training_only_are_identity": (lambda L, x: L.Dense(3, name="d")(L.GaussianNoise(0.5, name="gn")(
+        L.Dropout(0.5, name="drop")(L.SpatialDropout1D(0.3, name="sd")(x)))), (5, 4)),
+    "rescaling": (lambda L, x: L.Rescaling(1 / 127.5, offset=-1, name="rs")(x), (4, 4, 3)),
+    "lstm_sequences": (lambda L, x: L.LSTM(6, return_sequences=True, name="lstm")(x), (10, 4)),
+    "lstm_last": (lambda L, x: L.LSTM(5, name="lstm")(x), (7, 3)),
+    "lstm_stack_no_bias": (lambda L, x: L.LSTM(4, use_bias=False, name="l2")(
+        L.LSTM(8, return_sequences=True, name="l1")(x)), (6, 5)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RULE_CASES))
+def test_rule_matches_keras(case):
+    build, shape = RULE_CASES[case]
+    check(_model(build, shape))
+
+
+@pytest.mark.parametrize("case", ["conv2d_same_stride2", "bn_folded_into_conv", "lstm_stack_no_bias",
+                                  "dense_rank3_softmax", "depthwise_multiplier"])
+def test_rule_matches_converter(case):
+    build, shape = RULE_CASES[case]
+    check(_model(build, shape), converter=True)
+
+
+def test_lstm_batch_of_three():
+    build, shape = RULE_CASES["lstm_stack_no_bias"]
+    check(_model(build, shape, batch=None), batch=3)
+
+
+def test_bn_is_folded_only_when_it_can_be():
+    ir = check(_model(*RULE_CASES["bn_folded_into_conv"]))
+    assert [op.name for op in ir.main.operators] == ["CONV_2D"]
+    assert ir.outputs[0].name == "bn"
+    ir = check(_model(*RULE_CASES["bn_not_folded_two_readers"]))
+    assert [op.name for op in ir.main.operators] == ["CONV_2D", "MUL", "ADD", "ADD"]
+
+
+def test_lstm_is_one_fused_op_with_variable_states():
+    ir = check(_model(*RULE_CASES["lstm_last"]))
+    ops = ir.main.operators
+    assert [op.name for op in ops] == ["UNIDIRECTIONAL_SEQUENCE_LSTM", "STRIDED_SLICE"]
+    lstm = ops[0]
+    assert len(lstm.inputs) == 24 and [t.is_variable for t in lstm.inputs[18:20]] == [True, True]
+    assert not lstm.options.timeMajor
+
+
+def test_nested_and_sequential_models_keep_scoped_names():
+    import keras
+
+    keras.utils.set_random_seed(2)
+    L = keras.layers
+    inner_in = keras.Input((6, 6, 3), name="inner_in")
+    inner = keras.Model(inner_in, L.ReLU(name="act")(L.Conv2D(4, 3, name="conv")(inner_in)), name="block")
+    seq = keras.Sequential([keras.Input((4,)), L.Dense(3, name="s1"), L.Dense(2, name="s2")], name="seq")
+    x = keras.Input((6, 6, 3), batch_size=1, name="image")
+    a, b = inner(x), inner(x)  # a shared sub-model: two calls, two sets of tensors
+    y = seq(L.GlobalAveragePooling2D(name="gap")(L.Add(name="sum")([a, b])))
+    model = keras.Model(x, y)
+    ir = check(model)
+    names = {t.name for t in ir.main.tensors}
+    assert {"block", "block_1", "gap", "sum"} <= names
+    assert ir.outputs[0].name == model.output_names[0]
+
+
+def test_unsupported_layers_are_named():
+    import keras
+
+    L = keras.layers
+    inp = keras.Input((5, 4), batch_size=1, name="x")
+    y = L.GRU(3, name="gru")(L.LSTM(4, return_sequences=True, go_backwards=True, name="back")(inp))
+    model = keras.Model(inp, y)
+    assert native.unsupported(model) == ["LSTM (go_backwards=True)", "GRU"]
+    from compiler.errors import ConversionError
+
+    with pytest.raises(ConversionError, match="GRU"):
+        native.lower(model)
