@@ -35,10 +35,10 @@ def spinner(message: str) -> Iterator[None]:
 
     def spin():
         for ch in itertools.cycle("|/-\\"):
-            if stop.wait(0.2):
-                break
             sys.stderr.write(f"\r{ch} {message} ... {time.perf_counter() - start:6.1f} s")
             sys.stderr.flush()
+            if stop.wait(0.2):
+                break
 
     thread = None
     if _tty():
@@ -60,21 +60,36 @@ def spinner(message: str) -> Iterator[None]:
 
 
 def bar(items: Iterable[T], total: int | None = None, label: str = "") -> Iterator[T]:
-    """Iterate with a progress bar on stderr."""
+    """Iterate with a progress bar on stderr: live on a terminal; off one (CI logs), one line when the
+    loop starts and one when it ends."""
     items = list(items) if total is None and not hasattr(items, "__len__") else items
     total = total if total is not None else len(items)  # type: ignore[arg-type]
     if not _enabled() or total == 0:
         yield from items
         return
+    tty = _tty()
     start = time.perf_counter()
-    width = 30
-    step = max(1, total // 20)
-    for i, item in enumerate(items, 1):
-        yield item
-        if _tty() or i == total or i % step == 0:
-            filled = int(width * i / total)
-            line = f"{label} [{'#' * filled}{'.' * (width - filled)}] {i}/{total} {time.perf_counter() - start:.1f} s"
-            sys.stderr.write(("\r" + line) if _tty() else line + "\n")
-            sys.stderr.flush()
-    if _tty():
-        sys.stderr.write("\n")
+    if not tty:
+        print(f"... {label} ({total})", file=sys.stderr, flush=True)
+    done = 0
+    ok = False
+    try:
+        for item in items:
+            yield item
+            done += 1
+            if tty:
+                _draw(label, done, total, start)
+        ok = True
+    finally:
+        if tty:
+            sys.stderr.write("\r\033[K")  # the done line replaces the bar
+        status = "done" if ok else "stopped"
+        print(f"{status}: {label} ({done}/{total}, {time.perf_counter() - start:.1f} s)", file=sys.stderr,
+              flush=True)
+
+
+def _draw(label: str, i: int, total: int, start: float, width: int = 30) -> None:
+    filled = int(width * i / total)
+    sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {i}/{total} "
+                     f"{time.perf_counter() - start:.1f} s")
+    sys.stderr.flush()

@@ -3,13 +3,23 @@
 Keras models are lowered through `tf.lite.TFLiteConverter` (the reference path). Keras 3 LSTMs only
 convert with a fixed batch size, so the model is exported through a Keras `ExportArchive` whose
 input signature fixes the batch (to the model's own batch if it has one, else `--batch N`, else 1).
+
+Inputs and outputs of any structure Keras allows (a tensor, lists, dicts, nested) are flattened with
+Keras's own `keras.tree.flatten` of `model.input` / `model.output` (dicts by sorted key, lists in order),
+which is the order of `model.inputs` / `model.outputs`. A leaf under a dict is named by its key path
+(`"audio"`, or `"audio.0"` inside a list under that key); other inputs keep their `keras.Input` name and
+other outputs Keras's output name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib
+import importlib.util
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from compiler.errors import ConversionError, SourceError, UsageError
-from compiler.files import export_tempdir, read_npz
+from compiler.files import export_tempdir, read_npz, sha256_file
 from compiler.ir import Model
 from compiler.ir import flatbuffer
 from compiler.ir.layers import layer_of_name
@@ -38,6 +48,9 @@ class Source:
     sample_inputs: dict[str, np.ndarray] | None = None
     batch: int = 1
     convert_seconds: float = 0.0
+    frontend: str = "converter"  # how a Keras model was lowered: "native" or "converter"
+    path: str | None = None  # absolute path of a file or folder source (None for fixtures)
+    sha256: str | None = None  # of that file, or of a SavedModel folder's files (source_digest)
     _keras_loader: Callable[[], Any] | None = field(default=None, repr=False)
     _keras: Any = field(default=None, repr=False)
 
@@ -55,11 +68,57 @@ def _tf():
     return tf
 
 
+def _structure(keras_model, which: str):
+    """`model.input` or `model.output` (the structure the model is called with / returns); a model that
+    has none (a Sequential never called) falls back to `model.inputs` / `model.outputs`."""
+    flat = list(getattr(keras_model, which + "s"))
+    try:
+        struct = getattr(keras_model, which)
+    except (AttributeError, ValueError):
+        return flat[0] if len(flat) == 1 else flat
+    return struct
+
+
+def _leaf_names(struct, fallback: list[str]) -> list[str]:
+    """One name per leaf of `struct` in Keras's flattening order: the key path for leaves under a dict,
+    else the fallback name at that position; made unique and safe as signature keys."""
+    import keras
+
+    names = []
+    for i, (path, _) in enumerate(keras.tree.flatten_with_path(struct)):
+        keyed = [k for k in path if isinstance(k, str)]
+        if keyed:
+            first = next(j for j, k in enumerate(path) if isinstance(k, str))
+            names.append(".".join(str(k) for k in path[first:]))
+        else:
+            names.append(fallback[i] if i < len(fallback) else f"output_{i}")
+    return _unique_safe(names)
+
+
+def _unique_safe(names: list[str]) -> list[str]:
+    # TF op names (which signature keys become) allow [A-Za-z0-9_.-] and cannot start with _ or -.
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        n = re.sub(r"[^A-Za-z0-9_.-]", "_", n) or "t"
+        if not re.match(r"[A-Za-z0-9.]", n):
+            n = "t" + n
+        if n in seen:
+            seen[n] += 1
+            n = f"{n}_{seen[n]}"
+        else:
+            seen[n] = 0
+        out.append(n)
+    return out
+
+
 def _fixed_specs(keras_model, batch: int | None):
-    """TensorSpecs for the model's inputs with the batch dimension fixed."""
+    """TensorSpecs for the model's flattened inputs with the batch dimension fixed, named like _leaf_names."""
     tf = _tf()
     specs = []
-    for inp in keras_model.inputs:
+    flat = list(keras_model.inputs)
+    names = _leaf_names(_structure(keras_model, "input"), [_input_name(t) for t in flat])
+    for inp, name in zip(flat, names):
         shape = list(inp.shape)
         if shape and shape[0] is None:
             shape[0] = batch or 1
@@ -68,7 +127,7 @@ def _fixed_specs(keras_model, batch: int | None):
         if any(d is None for d in shape[1:]):
             raise ConversionError(f"model input {inp.name!r} has an unknown non-batch dimension {shape}; "
                                   "TFLite needs static shapes: give the Input a full shape")
-        specs.append(tf.TensorSpec(shape, inp.dtype, name=_input_name(inp)))
+        specs.append(tf.TensorSpec(shape, inp.dtype, name=name))
     return specs
 
 
@@ -81,18 +140,7 @@ def _output_names(keras_model) -> list[str]:
     names = list(getattr(keras_model, "output_names", None) or [])
     if len(names) != len(keras_model.outputs):
         names = [f"output_{i}" for i in range(len(keras_model.outputs))]
-    # Signature keys must be unique and simple.
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        n = re.sub(r"[^A-Za-z0-9_.-]", "_", n)
-        if n in seen:
-            seen[n] += 1
-            n = f"{n}_{seen[n]}"
-        else:
-            seen[n] = 0
-        out.append(n)
-    return out
+    return _leaf_names(_structure(keras_model, "output"), names)
 
 
 def keras_layer_names(keras_model) -> list[str]:
@@ -117,14 +165,15 @@ def _export(keras_model, batch: int | None, directory: str) -> tuple[list[str], 
     specs = _fixed_specs(keras_model, batch)
     in_names = [s.name for s in specs]
     out_names = _output_names(keras_model)
-    single_input = len(keras_model.inputs) == 1
+    in_struct = _structure(keras_model, "input")
 
     @tf.autograph.experimental.do_not_convert
     def serve(*xs):
-        outs = keras_model(xs[0] if single_input else list(xs), training=False)
-        if not isinstance(outs, (list, tuple)):
-            outs = [outs]
-        return {n: o for n, o in zip(out_names, outs)}
+        outs = keras.tree.flatten(keras_model(keras.tree.pack_sequence_as(in_struct, list(xs)), training=False))
+        if len(outs) != len(out_names):
+            raise ConversionError(f"the Keras model returned {len(outs)} tensors where its outputs "
+                                  f"declare {len(out_names)}")
+        return dict(zip(out_names, outs))
 
     archive = keras.export.ExportArchive()
     archive.track(keras_model)
@@ -137,9 +186,9 @@ def _run_converter(directory: str, flags: dict, layers: list[str], label: str | 
                    saved_model: Path | None = None) -> bytes:
     """tf.lite.TFLiteConverter on a SavedModel folder; failures become one ConversionError line."""
     tf = _tf()
-    converter = tf.lite.TFLiteConverter.from_saved_model(directory)
-    _apply_flags(converter, flags)
     with spinner(label) if label else contextlib.nullcontext():
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+        _apply_flags(converter, flags)
         try:
             return converter.convert()
         except Exception as e:
@@ -157,7 +206,7 @@ def _lower(keras_model, batch: int | None, flags: dict, label: str | None = None
             except (UsageError, ConversionError):
                 raise
             except Exception as e:
-                raise ConversionError(f"cannot export the Keras model for conversion: {_first_line(e)}") from None
+                raise ConversionError(f"cannot export the Keras model for conversion: {reason(e)}") from None
         data = _run_converter(d, flags, layers, f"converting {label} with the TFLite converter" if label else None)
     return data, in_names, out_names, layers
 
@@ -179,9 +228,27 @@ def _apply_flags(converter, flags: dict) -> None:
             setattr(converter, key, value)
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
+_FRAME = re.compile(r'^\s*File "')
+_RAISED = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit)): ")
+
+
+def reason(e: BaseException, limit: int = 2000) -> str:
+    """The library's own words for a failure, on one line.
+
+    TF wraps errors raised while tracing as "in user code: File ... <code> ... ValueError: the reason";
+    the reason is what follows the last "SomeError:" line. Other messages keep all their lines, joined.
+    Only a message longer than `limit` is shortened, at a word boundary."""
+    lines = [ln.rstrip() for ln in str(e).splitlines()]
+    start = max((i for i, ln in enumerate(lines) if _RAISED.match(ln)), default=None)
+    if start is not None and any(_FRAME.match(ln) or ln.strip() == "in user code:" for ln in lines[:start]):
+        lines = lines[start:]
+        lines[0] = _RAISED.sub("", lines[0], count=1)
+    else:
+        lines = [ln for ln in lines if ln.strip() != "in user code:" and not _FRAME.match(ln)]
+    text = " ".join(ln.strip() for ln in lines if ln.strip()) or type(e).__name__
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text
 
 
 def _explain_conversion_error(e: Exception, layers: list[str], saved_model: Path | None = None) -> str:
@@ -232,10 +299,18 @@ def _batch_of(model: Model) -> int:
     return int(model.inputs[0].shape[0]) if model.inputs and model.inputs[0].shape else 1
 
 
-def from_keras(keras_model, batch: int | None = None, spec: str = "<keras model>") -> Source:
+def from_keras(keras_model, batch: int | None = None, spec: str = "<keras model>",
+               frontend: str = "converter") -> Source:
     import time
 
     start = time.perf_counter()
+    if frontend != "converter":
+        from compiler.frontend import native
+
+        if native.choose(keras_model, frontend):
+            model = native.lower(keras_model, batch)
+            return Source(spec=spec, kind="keras", model=model, batch=_batch_of(model), _keras=keras_model,
+                          frontend="native", convert_seconds=time.perf_counter() - start)
     data, in_names, out_names, layers = _lower(keras_model, batch, {}, label=spec)
     model = flatbuffer.loads(data, origin=spec)
     model.keras_layers = layers
@@ -249,41 +324,171 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
     return read_npz(path, SourceError)
 
 
-def load_source(spec: str, batch: int | None = None, calibration: str | None = None) -> Source:
-    """Resolve a model source: `fixtures:NAME`, a `.keras` file, a SavedModel folder or a `.tflite` file."""
+CALIBRATED_MODES = ("int8", "int16x8")
+
+
+def check_calibration(spec: str, steps: list, calibration: str | None) -> dict[str, np.ndarray] | None:
+    """Before any conversion: read `--calibration` (a missing or bad file is one line), and refuse a
+    pipeline whose quantize mode needs calibration data when neither the file nor the fixture has any.
+    Returns the arrays read, or None."""
+    data = load_npz(calibration) if calibration is not None else None
+    modes = [s.options.get("mode") for s in steps if s.name == "quantize"]
+    mode = next((m for m in modes if m in CALIBRATED_MODES), None)
+    if mode is None or data is not None:
+        return data
+    if spec.startswith(("fixtures:", "fixture:")):
+        import fixtures
+
+        if fixtures.get(spec.split(":", 1)[1]).calibration is not None:
+            return None
+    # The quantize pass says the same words when it finds no data; here nothing slow has run yet.
+    from compiler.errors import QuantizationError
+
+    raise QuantizationError(f"{mode} needs calibration data: use a fixture that has a calibration split "
+                            "or pass --calibration data.npz")
+
+
+def load_source(spec: str, batch: int | None = None, calibration: str | dict | None = None,
+                imports: list[str] | tuple[str, ...] = (), unsafe: bool = False,
+                frontend: str = "converter") -> Source:
+    """Resolve a model source: `fixtures:NAME`, a `.keras` file, a SavedModel folder or a `.tflite` file.
+
+    `calibration` is an .npz path or the arrays already read (check_calibration). `imports` are modules
+    or .py files to import first (the user's registered Keras classes); `unsafe` lets Keras run the
+    Python code stored in Lambda layers (safe_mode=False)."""
     if batch is not None and batch < 1:
         raise UsageError(f"--batch must be a positive integer, got {batch}")
+    calib = load_npz(calibration) if isinstance(calibration, (str, os.PathLike)) else calibration
+    import_user_code(imports)
     if spec.startswith("fixtures:") or spec.startswith("fixture:"):
         import fixtures
 
         fx = fixtures.get(spec.split(":", 1)[1])
         keras_model = _build_fixture(fx, batch)
-        src = from_keras(keras_model, batch=batch, spec=spec)
+        src = from_keras(keras_model, batch=batch, spec=spec, frontend=frontend)
         src.kind = "fixture"
         src.fixture = fx
         src.calibration = fx.calibration() if fx.calibration is not None else None
         src.sample_inputs = fx.sample_inputs(n=src.batch, seed=0)
     else:
-        path = Path(spec)
-        if not path.exists():
-            raise SourceError(f"{spec}: no such file or folder (expected fixtures:NAME, .keras, SavedModel folder or .tflite)")
-        if not os.access(path, os.R_OK):
-            raise SourceError(f"{spec}: permission denied")
+        path = _source_path(spec)
+        digest = source_digest(path)
         if path.is_dir():
-            if not (path / "saved_model.pb").exists():
-                raise SourceError(f"{spec}: a folder but not a SavedModel (no saved_model.pb)")
             src = _from_saved_model(path, batch)
         elif path.suffix == ".tflite":
             model = flatbuffer.load(path)
             src = Source(spec=spec, kind="tflite", model=model, batch=_batch_of(model))
-        elif path.suffix in (".keras", ".h5"):
-            keras_model = _load_keras_file(path)
-            src = from_keras(keras_model, batch=batch, spec=spec)
         else:
-            raise SourceError(f"{spec}: unknown model file type {path.suffix!r} (expected .keras, .h5, .tflite or a SavedModel folder)")
-    if calibration is not None:
-        src.calibration = load_npz(calibration)
+            keras_model = _load_keras_file(path, unsafe)
+            src = from_keras(keras_model, batch=batch, spec=spec, frontend=frontend)
+        src.path, src.sha256 = str(path.resolve()), digest
+    if calib is not None:
+        src.calibration = calib
     return src
+
+
+def _source_path(spec: str) -> Path:
+    """A file or folder source, checked to exist, be readable and be of a kind tflc compiles."""
+    path = Path(spec)
+    if not path.exists():
+        raise SourceError(f"{spec}: no such file or folder (expected fixtures:NAME, .keras, SavedModel folder or .tflite)")
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"{spec}: permission denied")
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise SourceError(f"{spec}: a folder but not a SavedModel (no saved_model.pb)")
+    elif path.suffix not in (".tflite", ".keras", ".h5"):
+        raise SourceError(f"{spec}: unknown model file type {path.suffix!r} (expected .keras, .h5, .tflite or a SavedModel folder)")
+    return path
+
+
+def source_digest(path: str | os.PathLike) -> str:
+    """sha256 of a source file; for a SavedModel folder, of its files' relative paths and sha256s
+    (sorted), so any changed, added or removed file changes it."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def reload_keras(manifest, imports: list[str] | tuple[str, ...] = (), unsafe: bool = False):
+    """The Keras model a build was compiled from, for a reference: the fixture rebuilt with the build's
+    batch, or the recorded .keras/.h5 file after checking its sha256. None for .tflite and SavedModel
+    sources (no Keras model). A source that is gone or changed since the build is one SourceError line.
+    `manifest` is a compiler.manifest.Manifest or its JSON dict."""
+    get = manifest.get if isinstance(manifest, dict) else lambda k: getattr(manifest, k, None)
+    spec, want = get("source"), get("source_sha256")
+    if not spec:
+        raise SourceError("the build records no source (compiled by an older tflc): recompile it")
+    import_user_code(imports)
+    if spec.startswith(("fixtures:", "fixture:")):
+        import fixtures
+
+        inputs = get("inputs") or []
+        first = inputs[0] if inputs else None
+        shape = (first.get("shape") if isinstance(first, dict) else getattr(first, "shape", None)) or [1]
+        return _build_fixture(fixtures.get(spec.split(":", 1)[1]), int(shape[0]) if shape else 1)
+    path = Path(spec)
+    if path.suffix not in (".keras", ".h5"):
+        return None
+    if not path.is_file():
+        raise SourceError(f"{spec}: the build's source is gone (moved or deleted since it was compiled)")
+    have = source_digest(path)
+    if want and have != want:
+        raise SourceError(f"{spec}: the build's source changed since it was compiled (sha256 {have[:12]}, "
+                          f"recorded {want[:12]}): recompile, or compare against reference arrays")
+    return _load_keras_file(path, unsafe)
+
+
+def import_user_code(specs: list[str] | tuple[str, ...] | None) -> None:
+    """Import each `--import` spec: a .py file (by path) or a module name (found on sys.path or in the
+    current folder), so the Keras classes it registers are known when a model is loaded."""
+    for spec in specs or ():
+        with spinner(f"importing {spec}"):  # user code usually imports Keras: seconds
+            if spec.endswith(".py") or os.sep in spec or Path(spec).is_file():
+                _import_file(Path(spec), spec)
+            else:
+                _import_module(spec)
+
+
+def _import_file(path: Path, spec: str) -> None:
+    if not path.is_file():
+        raise UsageError(f"--import {spec}: no such file")
+    path = path.resolve()
+    name = re.sub(r"\W", "_", path.stem)
+    if getattr(sys.modules.get(name), "__file__", None) == str(path):
+        return
+    mspec = importlib.util.spec_from_file_location(name, path)
+    if mspec is None or mspec.loader is None:
+        raise UsageError(f"--import {spec}: not a Python file")
+    module = importlib.util.module_from_spec(mspec)
+    sys.modules[name] = module
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))  # so the file can import its sibling modules
+    try:
+        mspec.loader.exec_module(module)
+    except (Exception, SystemExit) as e:
+        del sys.modules[name]
+        raise UsageError(f"--import {spec}: {type(e).__name__}: {reason(e)}") from None
+
+
+def _import_module(spec: str) -> None:
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", spec):
+        raise UsageError(f"--import {spec}: not a module name or a .py file")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # `tflc` is a script: the current folder is not on its path
+    try:
+        importlib.import_module(spec)
+    except ModuleNotFoundError as e:
+        if e.name and spec.startswith(e.name):
+            raise UsageError(f"--import {spec}: no module named {e.name!r} on the Python path or in the "
+                             "current folder (or give the .py file's path)") from None
+        raise UsageError(f"--import {spec}: {type(e).__name__}: {reason(e)}") from None
+    except (Exception, SystemExit) as e:
+        raise UsageError(f"--import {spec}: {type(e).__name__}: {reason(e)}") from None
 
 
 def _build_fixture(fx, batch: int | None):
@@ -294,19 +499,29 @@ def _build_fixture(fx, batch: int | None):
             return fx.build()
 
 
-def _load_keras_file(path: Path):
-    import keras
+_UNKNOWN_CLASS = re.compile(r"(?:Could not locate class|Unknown layer:?)\s*'?\"?([A-Za-z0-9_>.]+)")
 
+
+def _load_keras_file(path: Path, unsafe: bool = False):
     with spinner(f"loading {path}"):
+        import keras  # inside the step: importing TensorFlow is the first few seconds of work
+
         try:
-            return keras.models.load_model(path, compile=False)
+            return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
         except Exception as e:
-            text = str(e)
-            cls = re.search(r"(?:Could not locate class|Unknown layer:?)\s*'?\"?([A-Za-z0-9_>.]+)", text)
-            if cls:
-                raise SourceError(f"{path}: unknown layer class {cls.group(1)!r}: import the module that defines it "
-                                  "and register it with @keras.saving.register_keras_serializable") from None
-            raise SourceError(f"{path}: cannot load Keras model ({_first_line(e)})") from None
+            raise SourceError(_explain_load_error(path, e)) from None
+
+
+def _explain_load_error(path: Path, e: Exception) -> str:
+    text = reason(e)
+    if "safe_mode" in text or "unsafe_deserialization" in text:
+        return (f"{path}: it holds Python code (a Lambda layer) that loading would run; if you trust the file, "
+                f"pass --unsafe-deserialization. Keras: {text}")
+    cls = _UNKNOWN_CLASS.search(str(e))
+    if cls:
+        return (f"{path}: unknown layer class {cls.group(1)!r}: pass --import MODULE_OR_FILE with the module "
+                "that defines it (registered with @keras.saving.register_keras_serializable)")
+    return f"{path}: cannot load Keras model: {text}"
 
 
 def _from_saved_model(path: Path, batch: int | None) -> Source:
@@ -321,7 +536,7 @@ def _from_saved_model(path: Path, batch: int | None) -> Source:
     except KeyError:
         raise SourceError(f"{path}: SavedModel has no 'serving_default' signature") from None
     except Exception as e:
-        raise SourceError(f"{path}: cannot load SavedModel ({_first_line(e)})") from None
+        raise SourceError(f"{path}: cannot load SavedModel ({reason(e)})") from None
     _, kwargs = fn.structured_input_signature
     names = sorted(kwargs)
     specs = []
