@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import compiler  # noqa: E402
 from compiler.errors import EXIT_INTERNAL, EXIT_USAGE, TflcError  # noqa: E402
+from compiler import quiet  # noqa: E402
 
 _EPILOG = """\
 examples:
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"compiler.commands.{name}")
         sp = sub.add_parser(module.NAME, help=module.HELP, description=module.DESCRIPTION)
         module.add_arguments(sp)
+        sp.add_argument("--verbose", action="store_true",
+                        help="also show the libraries' own log lines (TensorFlow, absl, oneDNN, LiteRT) on stderr")
         sp.set_defaults(func=module.run)
     return p
 
@@ -58,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    verbose = bool(getattr(args, "verbose", False))
+    quiet.setup(verbose)
     try:
-        return int(args.func(args) or 0)
+        with quiet.filtered_stderr(enabled=not verbose):
+            return int(args.func(args) or 0)
     except TflcError as e:
         return _user_error(str(e) or type(e).__name__, e.exit_code)
     except KeyboardInterrupt:
