@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=None,
                         help="batch size for inputs whose batch dimension is None (default 1; LSTMs need a fixed batch)")
     parser.add_argument("--calibration", metavar="NPZ", help="calibration data for int8: arrays keyed by input name")
+    parser.add_argument("--import", dest="imports", metavar="MODULE_OR_FILE", action="append", default=[],
+                        help="import this module or .py file before loading SOURCE, so the Keras classes it "
+                             "registers (@keras.saving.register_keras_serializable) are known; repeatable")
+    parser.add_argument("--unsafe-deserialization", action="store_true",
+                        help="let Keras load Lambda layers: this runs Python code stored in the .keras file, "
+                             "i.e. arbitrary code execution; only for files you trust")
     parser.add_argument("--print-ir-after-all", action="store_true", help="dump the IR to stderr after each pass")
     parser.add_argument("--force", action="store_true",
                         help="replace the -o folder even if it is not a tflc build (its content is deleted)")
@@ -46,7 +52,7 @@ def run(args) -> int:
     from compiler import pipeline
     from compiler.artifacts import write_build
     from compiler.files import check_output_folder, recover_folder, write_error
-    from compiler.frontend import load_source
+    from compiler.frontend import check_calibration, load_source
     from compiler.passes import PassContext
 
     start = time.perf_counter()
@@ -54,7 +60,9 @@ def run(args) -> int:
     out = Path(args.output or default_output(args.source))
     recover_folder(out)
     check_output_folder(out, args.source, args.force)  # before the slow conversion, so nothing is lost or wasted
-    src = load_source(args.source, batch=args.batch, calibration=args.calibration)
+    calibration = check_calibration(args.source, steps, args.calibration)  # before the slow conversion
+    src = load_source(args.source, batch=args.batch, calibration=calibration, imports=args.imports,
+                      unsafe=args.unsafe_deserialization)
     if src.kind == "tflite":  # an untrusted file: LiteRT must survive it before tflc writes a build of it
         from compiler import isolate
         isolate.smoke(args.source)
