@@ -103,9 +103,11 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
             "format": FORMAT,
             "tflc_version": compiler.__version__,
             "pipeline": pipeline,
-            "source": getattr(source, "spec", None),
+            # A file source is recorded by absolute path and digest, so verify can reload it from any
+            # folder and refuse it once changed.
+            "source": getattr(source, "path", None) or getattr(source, "spec", None),
             "fixture": getattr(getattr(source, "fixture", None), "name", None),
-            "source_sha256": _source_sha256(source),
+            "source_sha256": getattr(source, "sha256", None) or _source_sha256(source),
             "quantization": quant,
             "inputs": [tensor_entry(t) for t in model.inputs],
             "outputs": [dict(tensor_entry(t), source=src) for t, src in zip(model.outputs, plan["output_sources"])],
