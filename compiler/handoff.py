@@ -35,7 +35,8 @@ def numeric(t: Tensor) -> bool:
 
 
 def activation(t: Tensor | None) -> bool:
-    return t is not None and not t.is_constant
+    # Variable tensors (fused LSTM states) belong to the op that reads and writes them, like its weights.
+    return t is not None and not t.is_constant and not t.is_variable
 
 
 def is_stateful(op: Operator) -> bool:
