@@ -165,7 +165,8 @@ def _walk(g: Graph, model, inputs: list[Tensor], prefix: str, batch: int) -> lis
                 outs = rule_.lower(Node(g, layer, name, ins, shapes))
             for kt, t in zip(node.outputs, outs):
                 values[id(kt)] = t
-                g.uses[id(t)] += uses[id(kt)]
+                # A pass-through (Dropout, folded BN) hands its input on: its own read is not a use.
+                g.uses[id(t)] += uses[id(kt)] - sum(t is x for x in ins)
     return [values[id(kt)] for kt in fn.outputs]
 
 

@@ -97,9 +97,31 @@ def _check_relu(layer) -> str | None:
     return None
 
 
+# Ops whose options carry a fused activation the kernel applies to its own output.
+_FUSES = (OP.CONV_2D, OP.DEPTHWISE_CONV_2D, OP.FULLY_CONNECTED, OP.ADD, OP.SUB, OP.MUL, OP.CONCATENATION)
+
+
+def fuse(node: Node, act: int) -> Tensor | None:
+    """Fold RELU/RELU6 into the op that writes the input, when nothing else reads that output."""
+    g, x = node.graph, node.x
+    op = g.producer.get(id(x))
+    if (op is None or op.builtin_code not in _FUSES or g.uses[id(x)] != 1 or len(op.outputs) != 1
+            or getattr(op.options, "fusedActivationFunction", None) != ACT.NONE
+            or any(x is o for o in g.sg.outputs)):
+        return None
+    op.options.fusedActivationFunction = act
+    g.rename(x, node.name)
+    return x
+
+
 @rule("ReLU", check=_check_relu)
 def relu(node: Node) -> list[Tensor]:
-    layer, out = node.layer, node.out()
+    layer = node.layer
+    if float(layer.negative_slope) == 0.0:
+        fused = fuse(node, ACT.RELU if layer.max_value is None else ACT.RELU6)
+        if fused is not None:
+            return [fused]
+    out = node.out()
     if layer.max_value is not None:
         node.op(OP.RELU6, [node.x], [out])
     elif float(layer.negative_slope) != 0.0:
