@@ -1,0 +1,60 @@
+// Owned LiteRT objects and one loaded stage, on the C API declared in litert_c.h.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "litert_c.h"
+
+namespace tflc {
+
+template <typename T, void (*Destroy)(T)>
+struct Deleter {
+  void operator()(T p) const {
+    if (p) Destroy(p);
+  }
+};
+template <typename T, void (*Destroy)(T)>
+using Owned = std::unique_ptr<std::remove_pointer_t<T>, Deleter<T, Destroy>>;
+
+using Environment = Owned<LiteRtEnvironment, LiteRtDestroyEnvironment>;
+using Model = Owned<LiteRtModel, LiteRtDestroyModel>;
+using Options = Owned<LiteRtOptions, LiteRtDestroyOptions>;
+using CompiledModel = Owned<LiteRtCompiledModel, LiteRtDestroyCompiledModel>;
+using TensorBuffer = Owned<LiteRtTensorBuffer, LiteRtDestroyTensorBuffer>;
+
+// Throws Error("<what>: LiteRT <status name>") unless `s` is ok.
+void check(LiteRtStatus s, const std::string& what);
+
+Environment make_environment();
+
+// A model tensor at a signature's input or output, as LiteRT sees it.
+struct Port {
+  std::string name;
+  LiteRtRankedTensorType type;
+  const DType* dtype;  // nullptr for element types a manifest cannot carry
+  std::vector<int64_t> shape;
+};
+
+// One stage, loaded from an open file (LiteRT maps it: weights stay file-backed) and compiled for the CPU.
+// Destroying it releases the compiled model, the model and its mapping.
+class LoadedStage {
+ public:
+  LoadedStage(LiteRtEnvironment env, int fd, uint64_t size, const std::string& label);
+  const std::vector<Port>& inputs() const { return inputs_; }
+  const std::vector<Port>& outputs() const { return outputs_; }
+  // Runs signature 0 with one array per input (in inputs() order); returns one array per output.
+  std::vector<Array> run(const std::vector<const Array*>& in);
+
+ private:
+  LiteRtEnvironment env_;
+  std::string label_;
+  Model model_;
+  Options options_;
+  CompiledModel compiled_;
+  std::vector<Port> inputs_, outputs_;
+};
+
+}  // namespace tflc

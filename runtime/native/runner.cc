@@ -1,0 +1,229 @@
+#include "runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "files.h"
+#include "litert.h"
+#include "manifest.h"
+#include "npy.h"
+
+namespace tflc {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string describe(const DType* d, const std::vector<int64_t>& shape) {
+  return std::string(d ? d->name : "an unsupported type") + " " + shape_str(shape);
+}
+
+Manifest load_manifest(int dirfd, const std::string& dir) {
+  std::string where = dir + "/manifest.json";
+  struct stat st;
+  if (fstatat(dirfd, "manifest.json", &st, AT_SYMLINK_NOFOLLOW) != 0)
+    throw Error(dir + ": no manifest.json; is this a tflc build folder?");
+  Fd fd = open_member(dirfd, "manifest.json", where);
+  return parse_manifest(read_all(fd.get(), kManifestMaxBytes, where), where);
+}
+
+// Which file feeds which model input: NAME=FILE for a manifest input NAME, else FILEs in manifest order.
+std::map<std::string, std::string> assign_inputs(const std::vector<std::string>& args, const Manifest& m) {
+  std::set<std::string> names;
+  for (const TensorSpec& t : m.inputs) names.insert(t.name);
+  std::map<std::string, std::string> named;
+  std::vector<std::string> positional;
+  for (const std::string& a : args) {
+    size_t eq = a.find('=');
+    if (eq != std::string::npos && names.count(a.substr(0, eq))) {
+      if (!named.emplace(a.substr(0, eq), a.substr(eq + 1)).second)
+        throw Error("input '" + a.substr(0, eq) + "' is given twice");
+    } else {
+      positional.push_back(a);
+    }
+  }
+  std::string all;
+  for (const TensorSpec& t : m.inputs) all += (all.empty() ? "" : ", ") + t.name;
+  if (!named.empty() && !positional.empty())
+    throw Error("--input " + positional[0] + ": name every input (NAME=FILE.npy) or none; the build's inputs are " + all);
+  if (named.empty()) {
+    if (positional.size() != m.inputs.size())
+      throw Error("the build has " + std::to_string(m.inputs.size()) + " input(s) (" + all + "), got " +
+                  std::to_string(positional.size()) + " --input file(s)");
+    for (size_t i = 0; i < positional.size(); ++i) named[m.inputs[i].name] = positional[i];
+  }
+  for (const TensorSpec& t : m.inputs)
+    if (!named.count(t.name)) throw Error("missing input '" + t.name + "'; the build needs " + all);
+  return named;
+}
+
+// The model inputs, read and checked against the manifest (dtype and shape exactly: no conversion).
+std::map<std::string, Array> read_inputs(const std::map<std::string, std::string>& files, const Manifest& m) {
+  std::map<std::string, Array> values;
+  for (const TensorSpec& t : m.inputs) {
+    uint64_t need = element_count(t.shape, uint64_t{1} << 40) * t.dtype->size;
+    const std::string& path = files.at(t.name);
+    Array a = read_npy(path, need);
+    if (a.shape != t.shape)
+      throw Error("input '" + t.name + "' (" + path + "): shape " + shape_str(t.shape) + " expected, got " + shape_str(a.shape));
+    if (a.dtype != t.dtype)
+      throw Error("input '" + t.name + "' (" + path + "): dtype " + t.dtype->name + " expected, got " + a.dtype->name);
+    values[t.name] = std::move(a);
+  }
+  return values;
+}
+
+void prepare_output_dir(const std::string& dir) {
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    throw Error("--output " + dir + ": cannot create the folder (" + strerror(errno) + ")");
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw Error("--output " + dir + ": not a folder");
+}
+
+const Port* find_port(const std::vector<Port>& ports, const std::string& name) {
+  for (const Port& p : ports)
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+// The stage file must have exactly the manifest's tensors, with its dtypes and shapes.
+void match(const std::vector<Port>& ports, const std::vector<TensorSpec>& specs, const std::string& label,
+           const char* kind) {
+  for (const TensorSpec& t : specs) {
+    const Port* p = find_port(ports, t.name);
+    if (!p) throw Error(label + " has no " + kind + " tensor '" + t.name + "' named in the manifest");
+    if (p->dtype != t.dtype || p->shape != t.shape)
+      throw Error(label + ": " + kind + " '" + t.name + "' is " + describe(p->dtype, p->shape) + " in the file but " +
+                  describe(t.dtype, t.shape) + " in manifest.json");
+  }
+}
+
+json sample_json(const MemSample& s) {
+  return {{"vm_hwm_bytes", s.vm_hwm}, {"vm_rss_bytes", s.vm_rss}, {"rss_anon_bytes", s.rss_anon},
+          {"rss_file_bytes", s.rss_file}, {"rss_shmem_bytes", s.rss_shmem}};
+}
+
+void write_stats(const Request& req, const json& stats) {
+  std::string line = stats.dump() + "\n";
+  if (req.stats_path.empty()) {
+    if (write(req.stats_fd, line.data(), line.size()) < 0) throw Error(std::string("cannot write the stats line: ") + strerror(errno));
+    return;
+  }
+  write_atomic(req.stats_path, line);
+}
+
+}  // namespace
+
+std::string output_file_stem(const std::string& name) {
+  std::string s;
+  for (char c : name) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    s += ok ? c : '_';
+  }
+  if (s.empty() || s[0] == '.') s = "_" + s;
+  return s.substr(0, 200);
+}
+
+void run(const Request& req) {
+  Clock::time_point t0 = Clock::now();
+  Fd dirfd = open_folder(req.build_dir);
+  Manifest m = load_manifest(dirfd.get(), req.build_dir);
+  std::map<std::string, Array> values = read_inputs(assign_inputs(req.inputs, m), m);
+  prepare_output_dir(req.output_dir);
+  // Every stage file must be there before the first one runs (its hash is checked right before it loads).
+  for (const Stage& st : m.stages) open_member(dirfd.get(), st.file, req.build_dir + "/" + st.file);
+  std::set<std::string> kept;
+  for (const TensorSpec& t : m.outputs) kept.insert(t.source->key());
+
+  Environment env = make_environment();
+  MemSample baseline = read_memory();
+  json stages = json::array();
+  MemSample at_peak = baseline;
+  int64_t peak_stage = -1;
+  // The kernel folds the current RSS into VmHWM lazily, so a later reading can be lower than an earlier
+  // one: the peak is the largest reading.
+  uint64_t hwm = baseline.vm_hwm;
+  for (const Stage& st : m.stages) {
+    std::string label = req.build_dir + "/" + st.file;
+    Clock::time_point ts = Clock::now();
+    Fd fd = open_member(dirfd.get(), st.file, label);
+    if (sha256_fd(fd.get(), label) != st.sha256)
+      throw Error(req.build_dir + ": stage file " + st.file +
+                  " does not match its sha256 in manifest.json (corrupt or modified); rebuild with tflc compile");
+    // LiteRT maps the very file that was hashed (it dups the fd), not the path again.
+    LoadedStage stage(env.get(), fd.get(), file_size(fd.get()), label);
+    fd = Fd();
+    double load_s = seconds_since(ts);
+    match(stage.inputs(), st.inputs, label, "input");
+    match(stage.outputs(), st.outputs, label, "output");
+    std::vector<const Array*> in;
+    for (const Port& p : stage.inputs()) {
+      const TensorSpec* spec = nullptr;
+      for (const TensorSpec& t : st.inputs)
+        if (t.name == p.name) spec = &t;
+      if (!spec) throw Error(label + " has an input tensor '" + p.name + "' the manifest does not name");
+      auto it = values.find(spec->source->key());
+      if (it == values.end()) throw Error(label + ": input '" + p.name + "' was dropped before this stage");
+      if (it->second.dtype != p.dtype || it->second.shape != p.shape)
+        throw Error(label + ": input '" + p.name + "' gets " + describe(it->second.dtype, it->second.shape) +
+                    " from '" + spec->source->key() + "' but the stage needs " + describe(p.dtype, p.shape));
+      in.push_back(&it->second);
+    }
+    Clock::time_point tr = Clock::now();
+    std::vector<Array> outs = stage.run(in);
+    double run_s = seconds_since(tr);
+    // Sampled while the stage is still loaded (weights mapped, arena allocated) and its outputs and the
+    // live handoff tensors are held: this stage's high point.
+    MemSample s = read_memory();
+    hwm = std::max(hwm, s.vm_hwm);
+    if (s.vm_rss > at_peak.vm_rss) {
+      at_peak = s;
+      peak_stage = st.index;
+    }
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const std::string& name = stage.outputs()[i].name;
+      for (const TensorSpec& t : st.outputs)
+        if (t.name == name) values[name] = std::move(outs[i]);
+    }
+    json rec = sample_json(s);
+    rec["stage"] = st.index;
+    rec["load_seconds"] = load_s;
+    rec["run_seconds"] = run_s;
+    stages.push_back(rec);
+    outs.clear();
+    for (const auto& [name, after] : m.drop_after)
+      if (after == st.index && !kept.count(name)) values.erase(name);
+  }  // each stage's compiled model, model, mapping and buffers are gone before the next one loads
+
+  std::set<std::string> stems;
+  for (size_t i = 0; i < m.outputs.size(); ++i) {
+    const TensorSpec& t = m.outputs[i];
+    std::string stem = output_file_stem(t.name);
+    if (!stems.insert(stem).second) stem += "_" + std::to_string(i);  // two names that sanitize alike
+    stems.insert(stem);
+    write_atomic(req.output_dir + "/" + stem + ".npy", npy_bytes(values.at(t.source->key())));
+  }
+  MemSample end = read_memory();
+  json stats = {{"peak_vmhwm_bytes", std::max(hwm, end.vm_hwm)},
+                {"at_peak", sample_json(at_peak)},
+                {"peak_stage", peak_stage},
+                {"baseline", sample_json(baseline)},
+                {"stages", stages},
+                {"seconds", seconds_since(t0)}};
+  write_stats(req, stats);
+}
+
+}  // namespace tflc
