@@ -195,3 +195,116 @@ def test_unsupported_layers_are_named():
 
     with pytest.raises(ConversionError, match="GRU"):
         native.lower(model)
+
+
+# ---- contect-small and mobilenet_v2 end to end -----------------------------------------------------
+
+# Layers inside each fixture whose outputs are compared too (the final outputs are small numbers:
+# contect-small's sigmoid is near 0 on some samples, untrained mobilenet's softmax near 0.1).
+PROBES = {
+    "contect-small": ["branch_0_block_1_out", "branch_1_lstm_1", "branch_2_lstm_2", "head_dense"],
+    "mobilenet_v2": ["Conv1_relu", "block_6_project_BN", "block_13_expand_relu", "out_relu"],
+}
+
+
+def staged_run(model, x: dict) -> dict:
+    """Run each part in order, feeding stage inputs by name (the handoff contract)."""
+    values = dict(x)
+    for part in model.parts():
+        values.update(run(part, {t.name: values[t.name] for t in part.inputs}))
+    return {t.name: values[t.name] for t in model.outputs}
+
+
+@pytest.fixture(scope="module", params=["contect-small", "mobilenet_v2"])
+def fixture_model(request):
+    import fixtures
+
+    fx = fixtures.get(request.param)
+    return request.param, fx, fx.build(batch_size=1)
+
+
+def test_fixture_matches_keras_inside_and_out(fixture_model):
+    import keras
+
+    name, fx, model = fixture_model
+    probes = [model.get_layer(n).output for n in PROBES[name]]
+    probed = keras.Model(model.inputs, [*model.outputs, *probes])
+    ir = native.lower(probed)
+    assert [t.name for t in ir.outputs] == [*model.output_names, *PROBES[name]]
+    hist = ir.op_histogram()
+    assert not {"WHILE", "CUSTOM", "FLEX"} & {k.split(":")[0] for k in hist}, hist
+    if name == "contect-small":
+        assert hist["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 6 and "BATCH_MATMUL" not in hist
+    for seed in range(2):
+        x = fx.sample_inputs(n=1, seed=seed)
+        got = run(ir, x)
+        for out_name, want in zip(ir.outputs, _keras_outputs(probed, x)):
+            np.testing.assert_allclose(got[out_name.name], want, **TOL, err_msg=out_name.name)
+
+
+@pytest.mark.parametrize("quant", ["", "quantize{mode=int8-dynamic},", "quantize{mode=float16},"])
+def test_fixture_staged_is_bit_identical_to_whole(fixture_model, quant):
+    from compiler import pipeline
+    from compiler.passes import PassContext
+
+    name, fx, model = fixture_model
+    base = f"strip-unused,dedupe-buffers,{quant}check-opset{{target=builtins}}"
+    whole = pipeline.run(native.lower(model), pipeline.parse(base), PassContext())
+    staged = pipeline.run(native.lower(model), pipeline.parse(base + ",partition{stages=3}"), PassContext())
+    assert len(staged.parts()) == 3
+    model_io = {t.name for t in (*staged.inputs, *staged.outputs)}
+    handoff = {t.name for part in staged.parts() for t in part.inputs} - model_io
+    layers = {layer.name for layer in model.layers}
+    assert handoff and handoff <= layers, handoff - layers  # handoff tensors are Keras layer names
+    for seed in range(2):
+        x = fx.sample_inputs(n=1, seed=seed)
+        a, b = staged_run(staged, x), staged_run(whole, x)
+        for k in a:
+            assert np.array_equal(a[k], b[k]), k
+        if not quant:
+            np.testing.assert_allclose(a[model.output_names[0]], _keras_outputs(model, x)[0], **TOL)
+
+
+# ---- choosing a front-end --------------------------------------------------------------------------
+
+def _gru_model():
+    import keras
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((6, 3), batch_size=1, name="x")
+    return keras.Model(inp, keras.layers.Dense(2, name="head")(keras.layers.GRU(4, name="gru")(inp)))
+
+
+def test_choose(capsys):
+    from compiler.errors import ConversionError, UsageError
+
+    ok = _model(*RULE_CASES["lstm_last"])
+    assert native.choose(ok, "auto") and native.choose(ok, "native") and not native.choose(ok, "converter")
+    assert capsys.readouterr().err == ""
+    gru = _gru_model()
+    assert not native.choose(gru, "auto")
+    assert capsys.readouterr().err.strip() == "tflc: note: no native lowering for GRU; using the TFLite converter"
+    with pytest.raises(ConversionError, match="--frontend native: no native lowering for GRU"):
+        native.choose(gru, "native")
+    with pytest.raises(UsageError, match="unknown front-end"):
+        native.choose(ok, "fast")
+
+
+def test_cli_records_the_frontend_and_falls_back(tmp_path):
+    import json
+
+    from conftest import assert_user_error, tflc
+
+    _gru_model().save(tmp_path / "gru.keras")
+    _model(*RULE_CASES["lstm_stack_no_bias"]).save(tmp_path / "lstm.keras")
+    pipe = "strip-unused,partition{stages=2}"
+    proc = tflc("compile", str(tmp_path / "lstm.keras"), "--pipeline", pipe, "-o", str(tmp_path / "a"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "a" / "report.json").read_text())["frontend"] == "native"
+    proc = tflc("compile", str(tmp_path / "gru.keras"), "--pipeline", pipe, "-o", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    assert "tflc: note: no native lowering for GRU; using the TFLite converter" in proc.stderr
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["frontend"] == "converter"
+    proc = tflc("compile", str(tmp_path / "gru.keras"), "--frontend", "native", "-o", str(tmp_path / "c"))
+    assert_user_error(proc, "no native lowering for GRU", code=2)
+    assert not (tmp_path / "c").exists()
