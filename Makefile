@@ -17,6 +17,7 @@ help:
 	@echo "make test-fast                                                    IR-only tests (no TensorFlow), seconds"
 	@echo "make bench [BENCH_MODEL=contect|contect-small]                    memory/time benchmarks"
 	@echo "make setup                                                        create .venv (idempotent)"
+	@echo "make native                                                       build runtime/native/build/tflc-run (C++ runner)"
 
 # The stamp depends on what decides the install, so a second `make setup` takes seconds.
 $(STAMP): pyproject.toml constraints.txt
@@ -42,7 +43,13 @@ compile: setup
 lint: setup-test
 	$(BIN)/ruff check --quiet .
 
-test: lint
+# The native runner links the libLiteRt.so of the venv's ai-edge-litert wheel; its Makefile installs the
+# two Debian header packages it needs (nlohmann-json3-dev, libssl-dev) when they are missing.
+.PHONY: native
+native: setup
+	$(MAKE) -C runtime/native --no-print-directory VENV=$(abspath $(VENV))
+
+test: lint native
 	$(BIN)/python -m pytest -q
 
 test-fast: setup-test
