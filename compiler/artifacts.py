@@ -17,8 +17,8 @@ import numpy as np
 
 import compiler
 from compiler.errors import BuildFolderError
-from compiler.files import sha256_file
-from compiler.manifest import FORMAT, MANIFEST
+from compiler.files import fsync_dir, sha256_file
+from compiler.manifest import FORMAT, MANIFEST, Manifest
 from compiler.ir import Buffer, Model, Tensor, flatbuffer, type_name
 from compiler.progress import bar
 
@@ -26,7 +26,9 @@ from compiler.progress import bar
 
 def tensor_entry(t: Tensor) -> dict[str, Any]:
     return {"name": t.name, "shape": [int(d) for d in t.shape], "dtype": type_name(t.type),
-            "quantization": t.quantization.to_json() if t.quantization is not None else None}
+            "quantization": t.quantization.to_json() if t.quantization is not None else None,
+            **({"shape_signature": [int(d) for d in t.shape_signature]}
+               if t.shape_signature is not None and -1 in t.shape_signature else {})}
 
 
 def handoff_plan(model: Model) -> dict[str, Any]:
@@ -117,7 +119,8 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
         if sample_inputs:
             np.savez(tmp / "sample_input.npz", **sample_inputs)
             manifest["sample_input"] = {"file": "sample_input.npz", "sha256": sha256_file(tmp / "sample_input.npz")}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        # Through the typed manifest: what we write is exactly what the runtime's reader accepts.
+        (tmp / MANIFEST).write_text(Manifest.from_json(manifest, str(out / MANIFEST)).dumps())
         rep.update(_sizes(model, stage_entries))
         (tmp / "report.json").write_text(json.dumps(rep, indent=1, default=_jsonable))
         (tmp / "report.md").write_text(report_markdown(manifest, rep))
@@ -171,8 +174,11 @@ def _source_sha256(source: Any) -> str | None:
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished `tmp` to `out`. The previous build is recoverable at every instant: it is first
+    renamed to `.X.old-PID` and deleted only once the new one is in place; a kill between the two renames
+    leaves `.X.old-PID`, which the next compile or run restores (files.recover_folder)."""
     old = None
-    if out.exists():
+    if os.path.lexists(out):
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
     try:
@@ -181,8 +187,12 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         if old is not None:
             os.replace(old, out)
         raise
+    fsync_dir(out.parent)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def _jsonable(value):
