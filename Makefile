@@ -9,12 +9,13 @@ OUT ?= build/$(MODEL)
 PIPELINE ?=
 BENCH_MODEL ?= contect
 
-.PHONY: setup setup-test compile test test-fast lint bench clean help
+.PHONY: setup setup-test compile test test-fast test-corpus lint bench clean help
 
 help:
 	@echo "make compile MODEL=<fixture> [PIPELINE=...] [OUT=build/<fixture>]   compile a fixture into a build folder"
 	@echo "make test                                                         lint (ruff) and run the whole test suite"
 	@echo "make test-fast                                                    IR-only tests (no TensorFlow), seconds"
+	@echo "make test-corpus [EXAMPLES=20]                                    corpus property tests, full matrix, larger draw"
 	@echo "make bench [BENCH_MODEL=contect|contect-small]                    memory/time benchmarks"
 	@echo "make setup                                                        create .venv (idempotent)"
 	@echo "make native                                                       build runtime/native/build/tflc-run (C++ runner)"
@@ -54,6 +55,11 @@ test: lint native
 
 test-fast: setup-test
 	$(BIN)/python -m pytest -q -m fast
+
+# The corpus property tests (part of make test with a small draw) with every partition mode on every model.
+EXAMPLES ?= 20
+test-corpus: setup-test
+	TFLC_CORPUS_FULL=1 TFLC_CORPUS_EXAMPLES=$(EXAMPLES) $(BIN)/python -m pytest -q -m corpus
 
 bench: setup-test
 	$(BIN)/python -m bench --model $(BENCH_MODEL)
