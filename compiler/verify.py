@@ -145,14 +145,29 @@ def float_steps(pipeline_text: str) -> list:
     return [s for s in pipeline.parse(pipeline_text or "") if s.name not in ("quantize", "partition")]
 
 
-def _float_build(manifest: dict) -> tuple[bytes, set[str]]:
-    """The float build of the manifest's source (its steps minus quantize), and the Keras layer names."""
+def _recorded(build: Path) -> dict:
+    """How the build was made, from its report.json (front-end, batch); {} when absent or unreadable."""
+    from compiler.files import read_member
+
+    try:
+        report = json.loads(read_member(build, "report.json", 64 << 20))
+    except (TflcError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _float_build(build: Path, manifest: dict) -> tuple[bytes, set[str]]:
+    """The float build of the manifest's source, lowered as the build was (same front-end and batch,
+    so tensor names match) with its steps minus quantize; and the Keras layer names."""
     from compiler import pipeline
     from compiler.frontend import load_source
     from compiler.ir import flatbuffer
     from compiler.passes import PassContext
 
-    src = load_source(manifest["source"])
+    made = _recorded(build)
+    batch = made.get("batch") if isinstance(made.get("batch"), int) else None
+    frontend = made.get("frontend") if made.get("frontend") in ("native", "converter") else "converter"
+    src = load_source(manifest["source"], batch=batch, frontend=frontend)
     ref = pipeline.run(src.model, float_steps(manifest.get("pipeline") or ""), PassContext(source=src))
     return flatbuffer.dumps(ref), set(src.model.keras_layers or ref.keras_layers or ())
 
@@ -166,9 +181,11 @@ def _check_reference(reference: Path) -> None:
 
 
 def _single_stage(build: Path, manifest: dict) -> bytes | None:
+    from compiler.files import read_member
+
     if len(manifest["stages"]) != 1:
         return None
-    return (build / manifest["stages"][0]["file"]).read_bytes()
+    return read_member(build, manifest["stages"][0]["file"], 1 << 36)
 
 
 def _layer(name: str, layers: set[str]) -> str | None:
@@ -202,7 +219,7 @@ def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], exa
         ref_bytes = _single_stage(Path(reference), read_manifest(Path(reference)))
         layers: set[str] = set()
     elif manifest.get("source"):
-        ref_bytes, layers = _float_build(manifest)
+        ref_bytes, layers = _float_build(build_dir, manifest)
     else:
         return []
     cmodel = flatbuffer.loads(compiled)
