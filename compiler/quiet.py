@@ -30,9 +30,31 @@ _ABSL = re.compile(rb"^[IW]\d{4} [\d:.]+\s+\d+ [^\]]*\] ")
 _PLAIN = re.compile(rb"^(INFO|WARNING|VERBOSE): ")
 
 
+# Kept even while muted: absl's fatal lines and Python's fault handler (a crash must say why).
+_FATAL = re.compile(rb"^(F\d{4} |Fatal Python error|Current thread|Thread 0x|  File \")")
+# Markers written to fd 2 by muted(); they travel in order with the libraries' own writes.
+_MUTE, _UNMUTE = b"\x00tflc-mute\x00", b"\x00tflc-unmute\x00"
+_active = False  # filtered_stderr() is running
+
+
 def library_noise(line: bytes) -> bool:
     """Whether a line written to fd 2 by a library is a log line below error level."""
     return bool(_ABSL.match(line) or _PLAIN.match(line))
+
+
+@contextlib.contextmanager
+def muted() -> Iterator[None]:
+    """Drop everything libraries write to fd 2 inside (but fatal lines), e.g. the converter's MLIR
+    diagnostics, whose words reach the user through the exception. A no-op under --verbose or when
+    no filter runs (tflc used as a library)."""
+    if not _active:
+        yield
+        return
+    os.write(2, _MUTE + b"\n")
+    try:
+        yield
+    finally:
+        os.write(2, _UNMUTE + b"\n")
 
 
 def setup(verbose: bool) -> None:
@@ -65,9 +87,12 @@ def filtered_stderr(enabled: bool = True) -> Iterator[None]:
     # outlive the join below, and must not find a closed (or reused) descriptor.
     thread = threading.Thread(target=_forward, args=(read_end, os.dup(real)), daemon=True, name="tflc-stderr")
     thread.start()
+    global _active
+    _active = True
     try:
         yield
     finally:
+        _active = False
         sys.stderr.flush()
         sys.stderr = old_stderr
         os.dup2(real, 2)  # closes the pipe's last write end here; the reader sees EOF once children exit
@@ -77,12 +102,21 @@ def filtered_stderr(enabled: bool = True) -> Iterator[None]:
 
 def _forward(read_end: int, out: int) -> None:
     pending = b""
+    depth = 0  # muted() blocks open
+
+    def keep(line: bytes) -> bool:
+        nonlocal depth
+        if line == _MUTE or line == _UNMUTE:
+            depth = max(0, depth + (1 if line == _MUTE else -1))
+            return False
+        return bool(_FATAL.match(line)) if depth else not library_noise(line)
+
     with open(read_end, "rb", buffering=0) as pipe, open(out, "wb", buffering=0) as sink:
         while chunk := pipe.read(65536):
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
-            _write(sink, [ln for ln in lines if not library_noise(ln)])
-        if pending and not library_noise(pending):
+            _write(sink, [ln for ln in lines if keep(ln)])
+        if pending and keep(pending):
             _write(sink, [pending])
 
 

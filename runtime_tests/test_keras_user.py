@@ -138,6 +138,36 @@ def test_export_failure_shows_the_layers_own_reason(tmp_path):
     assert "in user code" not in str(e.value) and "\n" not in str(e.value)
 
 
+_DET_FILE = '''
+import keras
+import tensorflow as tf
+
+@keras.saving.register_keras_serializable(package="tflc_user")
+class Determinant(keras.layers.Layer):
+    def call(self, x):
+        return tf.reshape(tf.linalg.det(x), (-1, 1))
+'''
+
+
+def test_conversion_failure_is_one_line_with_the_converters_words(tmp_path):
+    """No MLIR dump on stderr: tflc's line names the layer and quotes the converter's own error."""
+    import importlib.util
+
+    import keras
+
+    (tmp_path / "det_layer.py").write_text(_DET_FILE)
+    spec = importlib.util.spec_from_file_location("det_layer_for_saving", tmp_path / "det_layer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    inp = keras.Input((3, 3), batch_size=1, name="m")
+    src = _save(keras.Model(inp, module.Determinant(name="weird_det")(inp)), tmp_path, "det.keras")
+    proc = tflc("compile", str(src), "--import", str(tmp_path / "det_layer.py"), "--frontend", "converter",
+                "-o", str(tmp_path / "b"))
+    err = assert_user_error(proc, "tf.MatrixDeterminant", "weird_det", code=2)
+    assert "(converter: 'tf.MatrixDeterminant' op is neither a custom op nor a flex op)" in err
+    assert all(OWN_LINE.match(ln) for ln in proc.stderr.splitlines()), proc.stderr
+
+
 # ------------------------------------------------------------------------------------ user code
 
 _LAYER_FILE = '''

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from compiler import quiet
 from compiler.errors import ConversionError, SourceError, UsageError
 from compiler.files import export_tempdir, read_npz, sha256_file
 from compiler.ir import Model
@@ -190,7 +191,8 @@ def _run_converter(directory: str, flags: dict, layers: list[str], label: str | 
         converter = tf.lite.TFLiteConverter.from_saved_model(directory)
         _apply_flags(converter, flags)
         try:
-            return converter.convert()
+            with quiet.muted():  # its MLIR dump on stderr says what the exception says
+                return converter.convert()
         except Exception as e:
             raise ConversionError(_explain_conversion_error(e, layers, saved_model)) from None
 
@@ -273,7 +275,16 @@ def _explain_conversion_error(e: Exception, layers: list[str], saved_model: Path
     elif "Flex" in text or "select" in text.lower():
         hint = "; this op needs TF Select (Flex) ops, which the builtins op set lacks: replace the layer"
     where = f" in Keras layer {layer!r}" if layer else ""
-    return f"cannot convert {op}{where} to TFLite builtins{hint}"
+    return f"cannot convert {op}{where} to TFLite builtins{hint} (converter: {_converter_reason(e)})"
+
+
+def _converter_reason(e: Exception) -> str:
+    """The converter's own diagnosis: its first MLIR `error:` (past the location), else its first line."""
+    for line in str(e).splitlines():
+        m = re.search(r"\berror: (.+)", line)
+        if m and not m.group(1).startswith("failed while converting"):
+            return re.sub(r"^loc\(.*?\)+: ", "", m.group(1)).strip()
+    return reason(e, limit=300)
 
 
 def _rename_io(model: Model, in_names: list[str], out_names: list[str]) -> None:
