@@ -74,13 +74,14 @@ std::map<std::string, std::string> assign_inputs(const std::vector<std::string>&
 std::map<std::string, Array> read_inputs(const std::map<std::string, std::string>& files, const Manifest& m) {
   std::map<std::string, Array> values;
   for (const TensorSpec& t : m.inputs) {
-    uint64_t need = element_count(t.shape, uint64_t{1} << 40) * t.dtype->size;
     const std::string& path = files.at(t.name);
-    Array a = read_npy(path, need);
-    if (a.shape != t.shape)
-      throw Error("input '" + t.name + "' (" + path + "): shape " + shape_str(t.shape) + " expected, got " + shape_str(a.shape));
-    if (a.dtype != t.dtype)
-      throw Error("input '" + t.name + "' (" + path + "): dtype " + t.dtype->name + " expected, got " + a.dtype->name);
+    Array a = read_npy(path, [&](const Array& h) {
+      if (h.shape != t.shape)
+        throw Error("input '" + t.name + "' (" + path + "): shape " + shape_str(t.shape) + " expected, got " +
+                    shape_str(h.shape));
+      if (h.dtype != t.dtype)
+        throw Error("input '" + t.name + "' (" + path + "): dtype " + t.dtype->name + " expected, got " + h.dtype->name);
+    });
     values[t.name] = std::move(a);
   }
   return values;

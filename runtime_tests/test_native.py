@@ -1,0 +1,295 @@
+"""The native runner (runtime/native, `tflc-run`): same outputs as `tflc run`, one-line errors.
+
+Each build is compiled once per session (in-process, one conversion per fixture) and run by both
+runners on its sample input; the outputs must be bit-identical. The error tests run the binary as a
+user would and expect one `tflc-run: error:` line, exit 2, and no output file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, tflc
+
+NATIVE = REPO / "runtime" / "native"
+BIN = NATIVE / "build" / "tflc-run"
+BASE = "strip-unused,dedupe-buffers"
+PIPELINES = {
+    "float": BASE,
+    "int8-dynamic": BASE + ",quantize{mode=int8-dynamic}",
+    "int8": BASE + ",quantize{mode=int8}",
+}
+
+
+@pytest.fixture(scope="session")
+def runner() -> Path:
+    """The binary, built by `make native` (idempotent: seconds when nothing changed)."""
+    proc = subprocess.run(["make", "-C", str(NATIVE), "--no-print-directory"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert BIN.is_file()
+    return BIN
+
+
+class Builds:
+    """Build folders compiled on first use: one conversion per fixture (TFLite converter front end), then
+    one pass pipeline per build, as `tflc compile` runs them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.sources: dict = {}
+        self.folders: dict[tuple[str, str], Path] = {}
+
+    def get(self, fixture: str, pipeline: str, frontend: str = "converter") -> Path:
+        key = (fixture, pipeline, frontend)
+        if key not in self.folders:
+            from compiler import pipeline as pipelines
+            from compiler.artifacts import write_build
+            from compiler.frontend import load_source
+            from compiler.ir import flatbuffer
+            from compiler.passes import PassContext
+
+            if (fixture, frontend) not in self.sources:
+                src = load_source(f"fixtures:{fixture}", frontend=frontend)
+                self.sources[fixture, frontend] = (src, flatbuffer.dumps(src.model), list(src.model.keras_layers))
+            src, data, layers = self.sources[fixture, frontend]
+            model = flatbuffer.loads(data)
+            model.keras_layers = layers
+            model = pipelines.run(model, pipelines.parse(pipeline), PassContext(source=src))
+            out = self.root / f"b{len(self.folders)}"
+            self.folders[key] = write_build(model, out, source=src, pipeline=pipeline, report={},
+                                            sample_inputs=src.sample_inputs)
+        return self.folders[key]
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory) -> Builds:
+    return Builds(tmp_path_factory.mktemp("native-builds"))
+
+
+def npy_inputs(build: Path, folder: Path) -> list[str]:
+    """The build's sample input as one .npy per model input, in manifest order."""
+    manifest = json.loads((build / "manifest.json").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = np.load(build / "sample_input.npz")
+    paths = []
+    for t in manifest["inputs"]:
+        p = folder / f"{t['name']}.npy"
+        np.save(p, sample[t["name"]])
+        paths.append(str(p))
+    return paths
+
+
+def run_native(binary: Path, build: Path, inputs: list[str], out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(binary), str(build), "--input", *inputs, "--output", str(out), *extra],
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_native_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 2 and exactly one stderr line, `tflc-run: error: ...`, naming the problem."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tflc-run: error: "), proc.stderr
+    for f in fragments:
+        assert f.lower() in lines[0].lower(), (f, lines[0])
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------ same outputs
+
+CASES = [("contect-small", mode, part) for mode in PIPELINES for part in ("", ",partition{stages=3}")]
+CASES += [("mobilenet_v2", "float", ""), ("mobilenet_v2", "float", ",partition{stages=3}"),
+          ("mobilenet_v2", "int8", ",partition{stages=3}")]
+
+
+@pytest.mark.parametrize("fixture,mode,part", CASES, ids=[f"{f}-{m}{'-p3' if p else ''}" for f, m, p in CASES])
+def test_native_outputs_equal_tflc_run(runner, builds, tmp_path, fixture, mode, part):
+    build = builds.get(fixture, PIPELINES[mode] + part)
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert len(manifest["stages"]) == (3 if part else 1)
+    proc = tflc("run", str(build), "--input", str(build / "sample_input.npz"), "-o", str(tmp_path / "py.npz"))
+    assert proc.returncode == 0, proc.stderr
+    stats = tmp_path / "stats.json"
+    native = run_native(runner, build, npy_inputs(build, tmp_path / "in"), tmp_path / "out", "--stats", str(stats))
+    assert native.returncode == 0, native.stderr
+    assert native.stderr == ""  # LiteRT's own log lines are kept off stderr
+    ref = np.load(tmp_path / "py.npz")
+    for t in manifest["outputs"]:
+        got = np.load(tmp_path / "out" / f"{t['name']}.npy")
+        want = ref[t["name"]]
+        assert got.dtype == want.dtype and got.shape == want.shape, (t["name"], got.dtype, got.shape)
+        assert got.tobytes() == want.tobytes(), (t["name"], np.abs(got.astype(float) - want.astype(float)).max())
+    s = json.loads(stats.read_text())
+    assert [r["stage"] for r in s["stages"]] == list(range(len(manifest["stages"])))
+    peak = s["at_peak"]
+    assert peak["vm_rss_bytes"] == peak["rss_anon_bytes"] + peak["rss_file_bytes"] + peak["rss_shmem_bytes"]
+    assert s["peak_vmhwm_bytes"] >= peak["vm_rss_bytes"] > s["baseline"]["vm_rss_bytes"]
+    if part and mode == "int8":  # the handoff between stages really is int8 with its scale and zero point
+        handed = {t["name"]: t for st in manifest["stages"][1:] for t in st["inputs"] if "stage" in t["source"]}
+        assert any(t["dtype"] == "int8" and t["quantization"] for t in handed.values()), handed
+
+
+def test_fused_lstm_state_is_refused_in_one_line(runner, builds, tmp_path):
+    """LiteRT 2.3's CompiledModel loader refuses variable tensors (the state of a fused
+    UNIDIRECTIONAL_SEQUENCE_LSTM, as tflc's native front end lowers an LSTM); the Python runtime runs
+    the same build through the Interpreter. The runner says so in one line, with LiteRT's reason."""
+    build = builds.get("contect-small", PIPELINES["int8-dynamic"], frontend="native")
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in manifest["stages"][0]["ops"]
+    assert tflc("run", str(build), "-o", str(tmp_path / "py.npz")).returncode == 0
+    proc = run_native(runner, build, npy_inputs(build, tmp_path / "in"), tmp_path / "out")
+    assert_native_error(proc, "stage_00.tflite", "LiteRT cannot load it", "Variable tensors not yet supported")
+    assert not (tmp_path / "out" / "head_output.npy").exists()
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+@pytest.fixture
+def staged(builds, tmp_path) -> Path:
+    """A private copy of the float 3-stage contect-small build, free to damage."""
+    src = builds.get("contect-small", PIPELINES["float"] + ",partition{stages=3}")
+    dst = tmp_path / "build"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _run(runner, build: Path, tmp_path: Path, inputs: list[str] | None = None) -> subprocess.CompletedProcess:
+    ins = inputs if inputs is not None else npy_inputs(build, tmp_path / "in")
+    return run_native(runner, build, ins, tmp_path / "out")
+
+
+def _no_outputs(tmp_path: Path) -> bool:
+    return not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_missing_stage(runner, staged, tmp_path):
+    (staged / "stage_01.tflite").unlink()
+    assert_native_error(_run(runner, staged, tmp_path), "stage_01.tflite", "missing or not a regular file")
+    assert _no_outputs(tmp_path)
+
+
+def test_hash_mismatch(runner, staged, tmp_path):
+    p = staged / "stage_02.tflite"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    assert_native_error(_run(runner, staged, tmp_path), "stage_02.tflite", "does not match its sha256")
+    assert _no_outputs(tmp_path)
+
+
+def test_symlinked_stage_is_refused(runner, staged, tmp_path):
+    """Same bytes (so the same sha256), but through a symlink: refused like the Python runtime does."""
+    real = tmp_path / "elsewhere.tflite"
+    shutil.move(staged / "stage_00.tflite", real)
+    os.symlink(real, staged / "stage_00.tflite")
+    assert_native_error(_run(runner, staged, tmp_path), "stage_00.tflite", "not a regular file")
+
+
+def _set(path: list, value):
+    def edit(m: dict) -> None:
+        obj = m
+        for k in path[:-1]:
+            obj = obj[k]
+        if value is _DELETE:
+            del obj[path[-1]]
+        else:
+            obj[path[-1]] = value
+    return edit
+
+
+_DELETE = object()
+
+BAD_MANIFESTS = {
+    "parent-path": (_set(["stages", 0, "file"], "../stage_00.tflite"), "stages[0].file"),
+    "absolute-path": (_set(["stages", 0, "file"], "/etc/passwd"), "stages[0].file"),
+    "missing-key": (_set(["stages", 1, "sha256"], _DELETE), "missing field 'sha256'"),
+    "negative-shape": (_set(["inputs", 0, "shape", 1], -128), "inputs[0].shape[1]"),
+    "absurd-shape": (_set(["inputs", 0, "shape"], [2**31 - 1] * 4), "inputs[0].shape"),
+    "source-from-later-stage": (_set(["stages", 1, "inputs", 0, "source"], {"stage": 2, "output": "x"}),
+                                "stages[1].inputs[0].source"),
+    "wrong-format": (_set(["format"], 2), "format"),
+    "unknown-dtype": (_set(["outputs", 0, "dtype"], "string"), "outputs[0].dtype"),
+    "stage-order": (_set(["stages", 0, "index"], 1), "stages[0].index"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_manifest_that_fails_validation(runner, staged, tmp_path, case):
+    """Refused before anything runs, by the same rules as the Python runtime's typed manifest."""
+    from compiler.errors import BuildFolderError
+    from compiler.manifest import parse
+
+    edit, fragment = BAD_MANIFESTS[case]
+    inputs = npy_inputs(staged, tmp_path / "in")
+    m = json.loads((staged / "manifest.json").read_text())
+    edit(m)
+    text = json.dumps(m)
+    (staged / "manifest.json").write_text(text)
+    with pytest.raises(BuildFolderError):
+        parse(text, "manifest.json")
+    assert_native_error(_run(runner, staged, tmp_path, inputs), "manifest.json", fragment)
+    assert _no_outputs(tmp_path)
+
+
+def test_drop_before_last_use_fails_validation(runner, staged, tmp_path):
+    inputs = npy_inputs(staged, tmp_path / "in")
+    m = json.loads((staged / "manifest.json").read_text())
+    late = next(h for h in m["handoff"] if h["drop_after"] is not None and h["drop_after"] > 0
+                and h["name"] not in {o["source"].get("output") for o in m["outputs"]})
+    late["drop_after"] -= 1
+    (staged / "manifest.json").write_text(json.dumps(m))
+    assert_native_error(_run(runner, staged, tmp_path, inputs), "drop_after", "still uses it")
+
+
+def test_manifest_that_is_not_json(runner, staged, tmp_path):
+    inputs = npy_inputs(staged, tmp_path / "in")
+    (staged / "manifest.json").write_text('{"format": 1, "inputs": [' + "[" * 100000)
+    assert_native_error(_run(runner, staged, tmp_path, inputs), "manifest.json")
+
+
+def test_wrong_input_shape(runner, staged, tmp_path):
+    inputs = npy_inputs(staged, tmp_path / "in")
+    np.save(inputs[1], np.zeros((1, 64, 128, 1), np.float32))
+    assert_native_error(_run(runner, staged, tmp_path, inputs), "spec_1", "shape (1, 128, 64, 1) expected",
+                        "got (1, 64, 128, 1)")
+    assert _no_outputs(tmp_path)
+
+
+def test_wrong_input_dtype(runner, staged, tmp_path):
+    inputs = npy_inputs(staged, tmp_path / "in")
+    np.save(inputs[0], np.load(inputs[0]).astype(np.float64))
+    assert_native_error(_run(runner, staged, tmp_path, inputs), "spec_0", "dtype float32 expected, got float64")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "fortran"])
+def test_unreadable_npy(runner, staged, tmp_path, damage):
+    inputs = npy_inputs(staged, tmp_path / "in")
+    p = Path(inputs[2])
+    if damage == "garbage":
+        p.write_bytes(b"PK\x03\x04 this is not an npy file")
+        fragment = "not an .npy file"
+    elif damage == "truncated":
+        p.write_bytes(p.read_bytes()[:-100])
+        fragment = "needs 32768"
+    else:
+        np.save(p, np.asfortranarray(np.zeros((1, 128, 64, 1), np.float32)))
+        fragment = "Fortran-ordered"
+    assert_native_error(_run(runner, staged, tmp_path, inputs), str(p.name), fragment)
+
+
+def test_inputs_by_name_and_count(runner, staged, tmp_path):
+    inputs = npy_inputs(staged, tmp_path / "in")
+    named = [f"spec_{k}={p}" for k, p in reversed(list(enumerate(inputs)))]
+    proc = run_native(runner, staged, named, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "head_output.npy").is_file()
+    assert_native_error(run_native(runner, staged, inputs[:2], tmp_path / "out2"), "3 input(s)", "got 2")
+    assert_native_error(run_native(runner, staged, [*inputs[:2], str(tmp_path / "nope.npy")], tmp_path / "out3"),
+                        "nope.npy", "no such file")
