@@ -72,6 +72,7 @@ def setup(verbose: bool) -> None:
 @contextlib.contextmanager
 def filtered_stderr(enabled: bool = True) -> Iterator[None]:
     """While inside, native writes to fd 2 pass through `library_noise`; sys.stderr writes directly."""
+    global _active
     if not enabled:
         yield
         return
@@ -81,23 +82,32 @@ def filtered_stderr(enabled: bool = True) -> Iterator[None]:
     os.dup2(write_end, 2)
     os.close(write_end)
     old_stderr = sys.stderr
-    sys.stderr = open(real, "w", buffering=1, encoding=getattr(old_stderr, "encoding", None) or "utf-8",
-                      errors="backslashreplace", closefd=False)
+    if _writes_fd2(old_stderr):  # else the caller redirected sys.stderr (tests, an embedding program): keep it
+        sys.stderr = open(real, "w", buffering=1, encoding=getattr(old_stderr, "encoding", None) or "utf-8",
+                          errors="backslashreplace", closefd=False)
     # The reader owns its own copy of the real stderr: a child process still holding the pipe may
     # outlive the join below, and must not find a closed (or reused) descriptor.
     thread = threading.Thread(target=_forward, args=(read_end, os.dup(real)), daemon=True, name="tflc-stderr")
     thread.start()
-    global _active
     _active = True
     try:
         yield
     finally:
         _active = False
         sys.stderr.flush()
+        if sys.stderr is not old_stderr:
+            sys.stderr.close()  # our wrapper (closefd=False): `real` stays open until below
         sys.stderr = old_stderr
         os.dup2(real, 2)  # closes the pipe's last write end here; the reader sees EOF once children exit
         thread.join(timeout=2.0)
         os.close(real)
+
+
+def _writes_fd2(stream) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _forward(read_end: int, out: int) -> None:
