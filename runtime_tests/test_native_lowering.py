@@ -308,3 +308,75 @@ def test_cli_records_the_frontend_and_falls_back(tmp_path):
     proc = tflc("compile", str(tmp_path / "gru.keras"), "--frontend", "native", "-o", str(tmp_path / "c"))
     assert_user_error(proc, "no native lowering for GRU", code=2)
     assert not (tmp_path / "c").exists()
+
+
+# ---- random stacks ---------------------------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ACTIVATIONS = ["linear", "relu", "relu6", "sigmoid", "tanh", "swish", "gelu", "hard_sigmoid", "hard_swish", "elu"]
+
+
+def _spatial_layer(data, L, h: int, w: int, k: int):
+    """One random spatial layer that fits an (h, w) map, and the map size after it."""
+    kind = data.draw(st.sampled_from(["conv", "depthwise", "pool", "pad", "bn", "act"]))
+    size = data.draw(st.integers(1, 3))
+    stride = data.draw(st.integers(1, 2))
+    padding = data.draw(st.sampled_from(["same", "valid"]))
+    dilation = data.draw(st.integers(1, 2)) if stride == 1 else 1
+    reach = (size - 1) * dilation + 1
+    if padding == "valid" and (reach > h or reach > w):
+        padding = "same"
+
+    def out(n):
+        return -(-n // stride) if padding == "same" else (n - reach) // stride + 1
+
+    act = data.draw(st.sampled_from(ACTIVATIONS))
+    name = f"l{k}_{kind}"
+    if kind == "conv":
+        filters = data.draw(st.integers(1, 6))
+        return L.Conv2D(filters, size, strides=stride, padding=padding, dilation_rate=dilation, activation=act,
+                        use_bias=data.draw(st.booleans()), name=name), out(h), out(w)
+    if kind == "depthwise":
+        return L.DepthwiseConv2D(size, strides=stride, padding=padding, dilation_rate=dilation,
+                                 depth_multiplier=data.draw(st.integers(1, 2)), activation=act, name=name), out(h), out(w)
+    if kind == "pool":
+        reach = size
+        if padding == "valid" and (size > h or size > w):
+            padding = "same"
+        cls = data.draw(st.sampled_from([L.MaxPooling2D, L.AveragePooling2D]))
+        return cls(size, strides=stride, padding=padding, name=name), out(h), out(w)
+    if kind == "pad":
+        t, b, l, r = (data.draw(st.integers(0, 2)) for _ in range(4))
+        return L.ZeroPadding2D(((t, b), (l, r)), name=name), h + t + b, w + l + r
+    if kind == "bn":
+        return L.BatchNormalization(name=name), h, w
+    return L.Activation(act, name=name), h, w
+
+
+@given(st.data())
+def test_random_stacks_match_keras(data):
+    import keras
+
+    L = keras.layers
+    h, w = data.draw(st.integers(3, 9)), data.draw(st.integers(3, 9))
+    c = data.draw(st.integers(1, 4))
+    keras.utils.set_random_seed(data.draw(st.integers(0, 1000)))
+    inp = keras.Input((h, w, c), batch_size=1, name="x")
+    x = inp
+    for k in range(data.draw(st.integers(1, 5))):
+        layer, h, w = _spatial_layer(data, L, h, w, k)
+        x = layer(x)
+    head = data.draw(st.sampled_from(["gap", "gmp", "flatten"]))
+    x = {"gap": L.GlobalAveragePooling2D, "gmp": L.GlobalMaxPooling2D, "flatten": L.Flatten}[head](name=head)(x)
+    x = L.Dense(data.draw(st.integers(1, 5)), activation=data.draw(st.sampled_from(ACTIVATIONS + ["softmax"])),
+                name="head")(x)
+    model = keras.Model(inp, x)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # BN statistics away from the identity
+        if isinstance(layer, L.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, v.shape).astype(np.float32) if i in (0, 3) else
+                               rng.normal(0, 0.3, v.shape).astype(np.float32)
+                               for i, v in enumerate(layer.get_weights())])
+    check(model, seed=data.draw(st.integers(0, 100)))

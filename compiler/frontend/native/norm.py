@@ -46,8 +46,11 @@ def _fold(node: Node, s: np.ndarray, t: np.ndarray) -> Tensor | None:
     filt, axis = op.inputs[1], _OUT_AXIS[op.builtin_code]
     shape = [1] * len(filt.shape)
     shape[axis] = -1
-    scaled = (filt.numpy().astype(np.float64) * s.reshape(shape)).astype(np.float32)
-    filt.buffer = Buffer(scaled.reshape(-1).view(np.uint8))
+    if filt.buffer.data.flags.writeable:  # our own copy of the layer's kernel: scale it in place
+        filt.buffer.data.view(np.float32).reshape(filt.shape)[...] *= s.astype(np.float32).reshape(shape)
+    else:
+        scaled = filt.numpy() * s.astype(np.float32).reshape(shape)
+        filt.buffer = Buffer(scaled.reshape(-1).view(np.uint8))
     bias = op.inputs[2] if len(op.inputs) > 2 else None
     old = np.zeros_like(s) if bias is None else bias.numpy().astype(np.float64)
     new = node.const("bias", (old * s + t).astype(np.float32))
