@@ -27,7 +27,7 @@ from compiler.artifacts import write_build
 from compiler.errors import BuildFolderError, InputError
 from compiler.ir import Model, Subgraph
 from compiler.manifest import Manifest, parse
-from compiler.runtime import StagedModel, load_inputs
+from compiler.runtime import StagedModel, load_inputs, run_tflite
 from conftest import REPO, assert_user_error, tflc
 from ir_helpers import OP, act, binary, const
 
@@ -368,6 +368,29 @@ def _npz(tmp_path: Path, **arrays) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ inputs
+
+def test_float_input_for_a_quantized_input_is_quantized_the_same_way_everywhere(tmp_path):
+    """One casting rule (issue 9): StagedModel and run_tflite quantize a float array for an int8 input with
+    the input's scale and zero point, round half to even, then clip; y = DEQUANTIZE(x) shows what arrived."""
+    from compiler.ir import Operator, Quantization, Tensor
+    from ai_edge_litert import schema_py_generated as schema
+
+    scale, zp = 0.05, 3
+    x = Tensor("x", (1, 6), schema.TensorType.INT8,
+               quantization=Quantization(scale=np.float32([scale]), zero_point=np.int64([zp])))
+    y = act("y", (1, 6))
+    build = write_build(Model(subgraphs=[Subgraph("main", [x, y], [x], [y], [Operator(OP.DEQUANTIZE, inputs=[x],
+                                                                                      outputs=[y])])]), tmp_path / "q")
+    v = np.float32([[0.0, 0.025, 0.075, -1.0, 100.0, -100.0]])
+    q = np.clip(np.round(v / np.float32(scale)) + zp, -128, 127)
+    want = ((q - zp) * np.float32(scale)).astype(np.float32)
+    assert q.tolist() == [[3, 3, 5, -17, 127, -128]]  # half to even at 0.5 and 1.5; clipped at both ends
+    np.testing.assert_array_equal(StagedModel(build)({"x": v})["y"], want)
+    np.testing.assert_array_equal(run_tflite(build / "stage_00.tflite", {"x": v})["y"], want)
+    with pytest.raises(InputError, match="input 'x': dtype int8 expected, got int32"):
+        StagedModel(build)({"x": q.astype(np.int32)})
+
+
 
 def _write_zip(path: Path, members: list[tuple[str, bytes, int, int, int]]) -> None:
     """A zip of (name, stored data, method, crc32, uncompressed size) members, written by hand so a

@@ -75,6 +75,7 @@ def set_tensor(interp, index: int, value: np.ndarray, what: str, name: str) -> N
 
 
 # The affine arithmetic lives in compiler.affine (numpy only), shared with the quantize pass and verify.
+from compiler import affine  # noqa: E402
 from compiler.affine import dequantize, quantize  # noqa: E402,F401  (re-exported by compiler.runtime)
 
 
@@ -100,7 +101,7 @@ def conform_inputs(inputs: Mapping[str, Any], specs: list[tuple[str, tuple, Any,
             raise InputError(f"{prefix}input {name!r}: shape {tuple(shape)} expected, got {a.shape}")
         if a.dtype != want:
             floats = np.issubdtype(a.dtype, np.floating)
-            if floats and np.issubdtype(want, np.integer) and _quant_params(quant) is not None:
+            if floats and np.issubdtype(want, np.integer) and affine.params(quant) is not None:
                 a = quantize(a, quant, want)
             elif floats and np.issubdtype(want, np.floating):
                 a = a.astype(want)
