@@ -232,8 +232,8 @@ def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], exa
     noise: dict[str, float] = {}
     for k in range(min(examples, len(next(iter(inputs.values()))))):
         x = {n: v[k:k + 1] for n, v in inputs.items()}
-        a = _all_tensors(ref_bytes, x, {})
-        b = _all_tensors(compiled, x, quant)
+        a = _float_tensors(ref_bytes, x, {})
+        b = _float_tensors(compiled, x, quant)
         for name, v in b.items():
             r = a.get(name)
             if name not in live or r is None or r.shape != v.shape or r.size < 2:
@@ -251,7 +251,7 @@ def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], exa
     return rows
 
 
-def _all_tensors(model: bytes, x: dict, quant: dict) -> dict[str, np.ndarray]:
+def _float_tensors(model: bytes, x: dict, quant: dict) -> dict[str, np.ndarray]:
     """Every float or (dequantized, per-tensor) integer tensor of the main subgraph after one run
     (`runtime.intermediates`), as float64, keyed by the name of the float tensor it stands for."""
     from compiler.affine import dequantize
