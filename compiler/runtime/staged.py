@@ -212,6 +212,7 @@ class StagedModel:
                 d = by_name.get(t.name)
                 if d is None:
                     raise BuildFolderError(f"{label} has no input tensor {t.name!r} named in the manifest")
+                _agree(label, "input", t, d)
                 set_tensor(interp, d["index"], values[t.source.key], label, t.name)
             invoke(interp, label)
             outs = {d["name"]: d for d in interp.get_output_details()}
@@ -219,6 +220,7 @@ class StagedModel:
             for t in st.outputs:
                 if t.name not in outs:
                     raise BuildFolderError(f"{label} has no output tensor {t.name!r} named in the manifest")
+                _agree(label, "output", t, outs[t.name])
                 result[t.name] = np.array(interp.get_tensor(outs[t.name]["index"]))
             return result
         finally:
@@ -276,6 +278,15 @@ class StagedModel:
                 on_stage(k, outs)
             del outs
         return {o.name: values[o.source.key] for o in self.outputs}
+
+
+def _agree(label: str, kind: str, spec: TensorSpec, detail: dict) -> None:
+    """The stage file and the manifest must describe a tensor alike: an app sizes its buffers from the manifest."""
+    shape = tuple(int(x) for x in detail["shape"])
+    dtype = np.dtype(detail["dtype"]).name
+    if shape != tuple(spec.shape) or dtype != spec.dtype:
+        raise BuildFolderError(f"{label}: {kind} {spec.name!r} is {shape} {dtype} in the file but "
+                               f"{tuple(spec.shape)} {spec.dtype} in manifest.json; rebuild with tflc compile")
 
 
 class _Opened:
