@@ -539,15 +539,16 @@ def _from_saved_model(path: Path, batch: int | None) -> Source:
     """A SavedModel's `serving_default` is re-exported with the batch fixed, then converted."""
     import time
 
-    tf = _tf()
     start = time.perf_counter()
-    try:
-        loaded = tf.saved_model.load(str(path))
-        fn = loaded.signatures["serving_default"]
-    except KeyError:
-        raise SourceError(f"{path}: SavedModel has no 'serving_default' signature") from None
-    except Exception as e:
-        raise SourceError(f"{path}: cannot load SavedModel ({reason(e)})") from None
+    with spinner(f"loading {path}"):  # importing TensorFlow is the first seconds of work
+        tf = _tf()
+        try:
+            loaded = tf.saved_model.load(str(path))
+            fn = loaded.signatures["serving_default"]
+        except KeyError:
+            raise SourceError(f"{path}: SavedModel has no 'serving_default' signature") from None
+        except Exception as e:
+            raise SourceError(f"{path}: cannot load SavedModel ({reason(e)})") from None
     _, kwargs = fn.structured_input_signature
     names = sorted(kwargs)
     specs = []
