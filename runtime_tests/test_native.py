@@ -184,6 +184,35 @@ def test_hash_mismatch(runner, staged, tmp_path):
     assert _no_outputs(tmp_path)
 
 
+def test_malformed_stage_that_matches_its_hash_is_one_line(runner, builds, tmp_path):
+    """A hostile build can ship a broken stage with a matching sha256. LiteRT dies on some (SIGSEGV) and
+    refuses others; either way the runner (LiteRT runs in its child process) says so in one line."""
+    import hashlib
+
+    src = builds.get("contect-small", PIPELINES["int8-dynamic"])
+    inputs = npy_inputs(src, tmp_path / "in")
+    original = (src / "stage_00.tflite").read_bytes()
+    crashed = 0
+    for k, size in enumerate((30000, len(original) // 2, 100)):
+        build = tmp_path / f"b{k}"
+        shutil.copytree(src, build)
+        (build / "stage_00.tflite").write_bytes(original[:size])
+        m = json.loads((build / "manifest.json").read_text())
+        m["stages"][0]["sha256"] = hashlib.sha256(original[:size]).hexdigest()
+        (build / "manifest.json").write_text(json.dumps(m))
+        line = assert_native_error(run_native(runner, build, inputs, tmp_path / f"out{k}"), "stage_00.tflite")
+        crashed += "LiteRT crashed (SIGSEGV) while loading stage_00.tflite" in line
+        assert not (tmp_path / f"out{k}" / "head_output.npy").exists()
+    assert crashed  # the crash path itself was taken, not only LiteRT's clean refusals
+
+
+def test_timeout_stops_the_run_in_one_line(runner, staged, tmp_path):
+    inputs = npy_inputs(staged, tmp_path / "in")
+    proc = run_native(runner, staged, inputs, tmp_path / "out", "--timeout", "0.001")
+    assert_native_error(proc, "no result after", "raise --timeout")
+    assert _no_outputs(tmp_path)
+
+
 def test_symlinked_stage_is_refused(runner, staged, tmp_path):
     """Same bytes (so the same sha256), but through a symlink: refused like the Python runtime does."""
     real = tmp_path / "elsewhere.tflite"

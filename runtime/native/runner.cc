@@ -117,6 +117,12 @@ json sample_json(const MemSample& s) {
           {"rss_file_bytes", s.rss_file}, {"rss_shmem_bytes", s.rss_shmem}};
 }
 
+void progress(const Request& req, const char* what, const Stage& st) {
+  if (req.progress_fd < 0) return;
+  std::string line = std::string(what) + " " + st.file + "\n";
+  if (write(req.progress_fd, line.data(), line.size()) < 0) return;  // the parent only uses it to name a crash
+}
+
 void write_stats(const Request& req, const json& stats) {
   std::string line = stats.dump() + "\n";
   if (req.stats_path.empty()) {
@@ -160,6 +166,7 @@ void run(const Request& req) {
   for (const Stage& st : m.stages) {
     std::string label = req.build_dir + "/" + st.file;
     Clock::time_point ts = Clock::now();
+    progress(req, "load", st);
     Fd fd = open_member(dirfd.get(), st.file, label);
     if (sha256_fd(fd.get(), label) != st.sha256)
       throw Error(req.build_dir + ": stage file " + st.file +
@@ -184,6 +191,7 @@ void run(const Request& req) {
       in.push_back(&it->second);
     }
     Clock::time_point tr = Clock::now();
+    progress(req, "run", st);
     std::vector<Array> outs = stage.run(in);
     double run_s = seconds_since(tr);
     // Sampled while the stage is still loaded (weights mapped, arena allocated) and its outputs and the
@@ -207,6 +215,7 @@ void run(const Request& req) {
     outs.clear();
     for (const auto& [name, after] : m.drop_after)
       if (after == st.index && !kept.count(name)) values.erase(name);
+    progress(req, "done", st);
   }  // each stage's compiled model, model, mapping and buffers are gone before the next one loads
 
   std::set<std::string> stems;

@@ -12,6 +12,7 @@ struct Request {
   std::string output_dir;
   std::string stats_path;  // empty: the stats line goes to `stats_fd`
   int stats_fd = 2;
+  int progress_fd = -1;  // if set, "load FILE", "run FILE" and "done FILE" lines as each stage goes
 };
 
 // The file name (without .npy) a model output named `name` is written under: every byte outside
