@@ -51,7 +51,8 @@ def test_compile_writes_a_complete_build_folder(small_build):
     assert all(inp["source"] == {"model_input": inp["name"]} for inp in stage["inputs"])
     report = json.loads((small_build / "report.json").read_text())
     assert [t["pass"] for t in report["timings"]] == ["strip-unused", "dedupe-buffers"]
-    assert report["op_histogram"]["WHILE"] == 6  # two LSTMs in each of three branches
+    assert report["op_histogram"]["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 6  # two fused LSTMs in each of three branches
+    assert report["frontend"] == "native"
     assert not list(small_build.parent.glob(".contect-small.tmp-*"))
 
 
@@ -100,7 +101,7 @@ def test_keras_file_from_mobilenet(tmp_path):
 def test_inspect_lists_ops_and_sizes(small_build):
     proc = tflc("inspect", str(small_build))
     assert proc.returncode == 0, proc.stderr
-    assert "WHILE" in proc.stdout and "CONV_2D" in proc.stdout and "stage_00.tflite" in proc.stdout
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in proc.stdout and "CONV_2D" in proc.stdout and "stage_00.tflite" in proc.stdout
 
 
 def test_help_explains_each_command():
@@ -243,6 +244,6 @@ def test_default_pipeline_partitions_and_equals_unpartitioned(tmp_path):
     with np.load(staged / "out.npz") as a, np.load(whole / "out.npz") as b:
         assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
     # The converter's min_runtime_version metadata is rewritten for the raised op versions (FC v12).
-    stage = flatbuffer.load(staged / "stage_00.tflite")
+    stage = flatbuffer.load(staged / manifest["stages"][-1]["file"])  # the head's FULLY_CONNECTED is there
     meta = dict(stage.metadata)["min_runtime_version"].data.tobytes().rstrip(b"\0").decode()
     assert meta == required_runtime([stage])[0] == "2.17.0"

@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unsafe-deserialization", action="store_true",
                         help="let Keras load Lambda layers: this runs Python code stored in the .keras file, "
                              "i.e. arbitrary code execution; only for files you trust")
+    parser.add_argument("--frontend", choices=("auto", "native", "converter"), default="auto",
+                        help="how a Keras model is lowered: native (tflc's own rules per Keras layer, fused LSTMs), "
+                             "converter (tf.lite.TFLiteConverter), or auto (native when every layer has a rule, "
+                             "else the converter, naming the layers without one; default)")
     parser.add_argument("--print-ir-after-all", action="store_true", help="dump the IR to stderr after each pass")
     parser.add_argument("--force", action="store_true",
                         help="replace the -o folder even if it is not a tflc build (its content is deleted)")
@@ -62,7 +66,7 @@ def run(args) -> int:
     check_output_folder(out, args.source, args.force)  # before the slow conversion, so nothing is lost or wasted
     calibration = check_calibration(args.source, steps, args.calibration)  # before the slow conversion
     src = load_source(args.source, batch=args.batch, calibration=calibration, imports=args.imports,
-                      unsafe=args.unsafe_deserialization)
+                      unsafe=args.unsafe_deserialization, frontend=args.frontend)
     if src.kind == "tflite":  # an untrusted file: LiteRT must survive it before tflc writes a build of it
         from compiler import isolate
         isolate.smoke(args.source)
@@ -70,6 +74,7 @@ def run(args) -> int:
     timings: list = []
     model = pipeline.run(src.model, steps, ctx, print_ir=args.print_ir_after_all, timings=timings)
     report = {"source": src.spec, "pipeline": args.pipeline, "batch": src.batch,
+              "frontend": src.frontend if src.kind in ("keras", "fixture") else None,
               "convert_seconds": round(src.convert_seconds, 3), "timings": timings, "passes": ctx.report}
     report["compile_seconds"] = round(time.perf_counter() - start, 3)
     report["peak_rss_bytes"] = peak_rss_bytes()

@@ -208,4 +208,16 @@ def lower(keras_model, batch: int | None = None) -> Model:
     model.signature_defs = [SignatureDef("serving_default", g.sg, [(t.name, t) for t in ins],
                                          [(t.name, t) for t in final])]
     model.keras_layers = keras_layer_names(keras_model)
+    _min_runtime(model)
     return model
+
+
+def _min_runtime(model: Model) -> None:
+    """The `min_runtime_version` metadata the converter writes (16 bytes, NUL-padded); the build writer
+    refreshes it after passes change op versions."""
+    from kernels.catalogue import required_runtime
+
+    from compiler.ir import Buffer
+
+    data = required_runtime([model])[0].encode().ljust(16, b"\0")
+    model.metadata.append(("min_runtime_version", Buffer(np.frombuffer(data, dtype=np.uint8).copy())))
