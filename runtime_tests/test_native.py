@@ -322,3 +322,24 @@ def test_inputs_by_name_and_count(runner, staged, tmp_path):
     assert_native_error(run_native(runner, staged, inputs[:2], tmp_path / "out2"), "3 input(s)", "got 2")
     assert_native_error(run_native(runner, staged, [*inputs[:2], str(tmp_path / "nope.npy")], tmp_path / "out3"),
                         "nope.npy", "no such file")
+
+
+def test_output_names_are_sanitized_as_documented(runner, tmp_path):
+    """Outputs named like TF tensors land in plain files: bytes outside [A-Za-z0-9._-] become '_', a
+    leading '.' gets a '_' before it; values equal numpy's for the same float32 ADD and MUL."""
+    from compiler.artifacts import write_build
+    from ir_helpers import OP, act, binary, model_of
+
+    a, b = act("in:0", (2, 3)), act("b", (2, 3))
+    s, p = act("out/sum:0", (2, 3)), act(".hidden", (2, 3))
+    model = model_of([a, b], [s, p], [binary(OP.ADD, a, b, s), binary(OP.MUL, a, b, p)], [a, b, s, p])
+    build = write_build(model, tmp_path / "build")
+    rng = np.random.default_rng(0)
+    x, y = (rng.standard_normal((2, 3)).astype(np.float32) for _ in range(2))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    proc = run_native(runner, build, [f"b={tmp_path / 'y.npy'}", f"in:0={tmp_path / 'x.npy'}"], tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_.hidden.npy", "out_sum_0.npy"]
+    assert np.load(tmp_path / "out" / "out_sum_0.npy").tobytes() == (x + y).tobytes()
+    assert np.load(tmp_path / "out" / "_.hidden.npy").tobytes() == (x * y).tobytes()
