@@ -87,3 +87,37 @@ def test_unknown_layer_class_in_keras_file(tmp_path):
     keras.saving.get_custom_objects().clear()
     with pytest.raises(SourceError, match="Twice"):
         load_source(str(tmp_path / "m.keras"))
+
+
+def test_sequential_io_keeps_layer_names():
+    import keras
+
+    from compiler.frontend import from_keras
+
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([keras.Input((3,), name="q"), keras.layers.Dense(2, name="d")])
+    src = from_keras(model, frontend="converter")
+    assert [t.name for t in src.model.inputs] == ["q"] and [t.name for t in src.model.outputs] == ["d"]
+    x = np.random.default_rng(6).standard_normal((1, 3)).astype(np.float32)
+    np.testing.assert_allclose(run(src.model, {"q": x})["d"], np.asarray(model(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_reason_is_the_raised_message_not_tfs_wrapper(tmp_path):
+    """TF wraps some errors as "in user code: ... ValueError: the reason": reason() keeps the reason, whole."""
+    import tensorflow as tf
+
+    from compiler.frontend import reason
+
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.float32)])
+    def nested(x):
+        return {"a": {"b": x}}
+
+    module = tf.Module()
+    module.f = nested
+    with pytest.raises(ValueError) as e:
+        tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": nested})
+    assert str(e.value).startswith("in user code:")
+    got = reason(e.value)
+    assert got.startswith("Got a non-Tensor value {'b': ") and "for key 'a'" in got
+    assert got.endswith("must be a single Tensor, a sequence of Tensors, or a dictionary from string to Tensor.")
+    assert "\n" not in got

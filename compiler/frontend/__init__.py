@@ -139,9 +139,14 @@ def _input_name(inp) -> str:
 
 def _output_names(keras_model) -> list[str]:
     names = list(getattr(keras_model, "output_names", None) or [])
-    if len(names) != len(keras_model.outputs):
-        names = [f"output_{i}" for i in range(len(keras_model.outputs))]
+    if len(names) != len(keras_model.outputs):  # a Sequential has no output_names: its layers' names
+        names = [_producer_name(t) or f"output_{i}" for i, t in enumerate(keras_model.outputs)]
     return _leaf_names(_structure(keras_model, "output"), names)
+
+
+def _producer_name(tensor) -> str | None:
+    """The name of the Keras layer that made a symbolic tensor (Keras 3 records it in _keras_history)."""
+    return getattr(getattr(getattr(tensor, "_keras_history", None), "operation", None), "name", None)
 
 
 def keras_layer_names(keras_model) -> list[str]:
