@@ -19,6 +19,7 @@ import compiler
 from compiler.errors import BuildFolderError
 from compiler.files import fsync_dir, sha256_file
 from compiler.manifest import FORMAT, MANIFEST, Manifest
+from compiler import handoff, memory
 from compiler.ir import Buffer, Model, Tensor, flatbuffer, type_name
 from compiler.progress import bar
 
@@ -29,44 +30,6 @@ def tensor_entry(t: Tensor) -> dict[str, Any]:
             "quantization": t.quantization.to_json() if t.quantization is not None else None,
             **({"shape_signature": [int(d) for d in t.shape_signature]}
                if t.shape_signature is not None and -1 in t.shape_signature else {})}
-
-
-def handoff_plan(model: Model) -> dict[str, Any]:
-    """Derive the handoff contract from stage I/O names: where each stage input comes from,
-    where each model output is produced, and after which stage each handoff tensor can be dropped."""
-    stages = model.stages or [model]
-    model_inputs = [t.name for t in model.inputs]
-    produced: dict[str, int] = {}  # tensor name -> stage that produced it (latest)
-    stage_sources: list[list[dict]] = []
-    uses: dict[str, list[int]] = {}
-    for k, st in enumerate(stages):
-        sources = []
-        for t in st.inputs:
-            if t.name in produced:
-                src = {"stage": produced[t.name], "output": t.name}
-            elif t.name in model_inputs:
-                src = {"model_input": t.name}
-            else:
-                raise BuildFolderError(f"internal error: stage {k} input {t.name!r} is neither a model input "
-                                       "nor an output of an earlier stage")
-            uses.setdefault(t.name, []).append(k)
-            sources.append(src)
-        stage_sources.append(sources)
-        for t in st.outputs:
-            produced[t.name] = k
-    output_sources = []
-    for t in model.outputs:
-        if t.name not in produced:
-            raise BuildFolderError(f"internal error: model output {t.name!r} is produced by no stage")
-        output_sources.append({"stage": produced[t.name], "output": t.name})
-    out_names = {t.name for t in model.outputs}
-    handoff = []
-    for name, consumers in uses.items():
-        entry = {"name": name, "produced_by": produced.get(name) if name not in model_inputs else None,
-                 "consumed_by": consumers,
-                 "drop_after": None if name in out_names else max(consumers)}
-        handoff.append(entry)
-    return {"stage_sources": stage_sources, "output_sources": output_sources, "handoff": handoff}
 
 
 def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None, pipeline: str = "",
@@ -81,19 +44,22 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        stages = model.stages or [model]
-        plan = handoff_plan(model)
+        stages = model.parts()
+        plan = handoff.plan(stages, model.inputs, model.outputs)
         stage_entries = []
         for k, st in enumerate(bar(stages, label="writing stages")):
             fname = f"stage_{k:02d}.tflite"
-            _refresh_min_runtime(st)
+            min_runtime = _refresh_min_runtime(st)
             data = flatbuffer.dumps(st)
             (tmp / fname).write_bytes(data)
             stage_entries.append({
                 "index": k, "file": fname, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                "inputs": [dict(tensor_entry(t), source=src) for t, src in zip(st.inputs, plan["stage_sources"][k])],
+                "inputs": [dict(tensor_entry(t), source=src) for t, src in zip(st.inputs, plan.stage_sources[k])],
                 "outputs": [tensor_entry(t) for t in st.outputs],
                 "ops": sorted({op.name for _, op in st.operators()}),
+                # Stateful stages stay loaded across calls, also when no partition pass ran to mark them.
+                "resident": bool(st.resident) or any(handoff.is_stateful(op) for _, op in st.operators()),
+                "min_runtime": min_runtime,
             })
             del data
         table = ops_table(stages)
@@ -112,16 +78,17 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
             "source_sha256": getattr(source, "sha256", None) or _source_sha256(source),
             "quantization": quant,
             "inputs": [tensor_entry(t) for t in model.inputs],
-            "outputs": [dict(tensor_entry(t), source=src) for t, src in zip(model.outputs, plan["output_sources"])],
+            "outputs": [dict(tensor_entry(t), source=src) for t, src in zip(model.outputs, plan.output_sources)],
             "stages": stage_entries,
-            "handoff": plan["handoff"],
+            "handoff": plan.handoff_json(),
         }
         if sample_inputs:
             np.savez(tmp / "sample_input.npz", **sample_inputs)
             manifest["sample_input"] = {"file": "sample_input.npz", "sha256": sha256_file(tmp / "sample_input.npz")}
         # Through the typed manifest: what we write is exactly what the runtime's reader accepts.
         (tmp / MANIFEST).write_text(Manifest.from_json(manifest, str(out / MANIFEST)).dumps())
-        rep.update(_sizes(model, stage_entries))
+        rep.update(_sizes(stages, stage_entries))
+        rep["memory_estimate"] = memory.estimate_run(stages, handoff=plan)
         (tmp / "report.json").write_text(json.dumps(rep, indent=1, default=_jsonable))
         (tmp / "report.md").write_text(report_markdown(manifest, rep))
         for f in tmp.iterdir():
@@ -134,16 +101,17 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
     return out
 
 
-def _refresh_min_runtime(model: Model) -> None:
-    """Rewrite the converter's `min_runtime_version` metadata for the ops this model now uses
-    (quantization raises op versions, so the converter's value goes stale)."""
+def _refresh_min_runtime(model: Model) -> str:
+    """The minimum TFLite runtime the model's (op, version) pairs need; rewrites the converter's
+    `min_runtime_version` metadata to it (quantization raises op versions, so that value goes stale)."""
     from kernels.catalogue import required_runtime
 
+    version, _estimated = required_runtime([model])
     for i, (name, _) in enumerate(model.metadata):
         if name == "min_runtime_version":
-            version, _estimated = required_runtime([model])
             data = version.encode().ljust(16, b"\0")  # the converter's fixed 16-byte field
             model.metadata[i] = (name, Buffer(np.frombuffer(data, dtype=np.uint8)))
+    return version
 
 
 def infer_quantization(model: Model) -> str:
@@ -205,8 +173,7 @@ def _jsonable(value):
     return str(value)
 
 
-def _sizes(model: Model, stage_entries: list[dict]) -> dict[str, Any]:
-    stages = model.stages or [model]
+def _sizes(stages: list[Model], stage_entries: list[dict]) -> dict[str, Any]:
     hist: dict[str, int] = {}
     for st in stages:
         for name, n in st.op_histogram().items():
@@ -217,11 +184,6 @@ def _sizes(model: Model, stage_entries: list[dict]) -> dict[str, Any]:
         "parameter_count": sum(st.parameter_count() for st in stages),
         "op_histogram": dict(sorted(hist.items(), key=lambda kv: -kv[1])),
     }
-    try:
-        from compiler import memory
-    except ImportError:
-        return out
-    out["memory_estimate"] = memory.estimate_run(stages)
     return out
 
 
