@@ -206,6 +206,9 @@ def test_custom_layer_needs_import_and_loads_with_it(tmp_path):
     src = _save(model, tmp_path, "custom.keras")
     err = assert_user_error(tflc("compile", str(src), "-o", str(tmp_path / "b")), "ScaledTanh", "--import", code=2)
     assert "unknown layer class" in err
+    (tmp_path / "unrelated.py").write_text("import keras\n")
+    assert_user_error(tflc("compile", str(src), "-o", str(tmp_path / "b"), "--import", str(tmp_path / "unrelated.py")),
+                      "ScaledTanh", "did not register it", "register_keras_serializable", code=2)
     x = {"x": np.random.default_rng(3).standard_normal((1, 5), np.float32)}
     got = _compile_and_run(src, x, tmp_path, "--import", str(tmp_path / "my_layers.py"))
     np.testing.assert_allclose(got["st"], model.predict(x["x"], verbose=0), rtol=1e-5, atol=1e-5)

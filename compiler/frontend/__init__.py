@@ -395,7 +395,7 @@ def load_source(spec: str, batch: int | None = None, calibration: str | dict | N
             model = flatbuffer.load(path)
             src = Source(spec=spec, kind="tflite", model=model, batch=_batch_of(model))
         else:
-            keras_model = _load_keras_file(path, unsafe)
+            keras_model = _load_keras_file(path, unsafe, imports)
             src = from_keras(keras_model, batch=batch, spec=spec, frontend=frontend)
         src.path, src.sha256 = str(path.resolve()), digest
     if calib is not None:
@@ -456,7 +456,7 @@ def reload_keras(manifest, imports: list[str] | tuple[str, ...] = (), unsafe: bo
     if want and have != want:
         raise SourceError(f"{spec}: the build's source changed since it was compiled (sha256 {have[:12]}, "
                           f"recorded {want[:12]}): recompile, or compare against reference arrays")
-    return _load_keras_file(path, unsafe)
+    return _load_keras_file(path, unsafe, imports)
 
 
 def import_user_code(specs: list[str] | tuple[str, ...] | None) -> None:
@@ -518,22 +518,26 @@ def _build_fixture(fx, batch: int | None):
 _UNKNOWN_CLASS = re.compile(r"(?:Could not locate class|Unknown layer:?)\s*'?\"?([A-Za-z0-9_>.]+)")
 
 
-def _load_keras_file(path: Path, unsafe: bool = False):
+def _load_keras_file(path: Path, unsafe: bool = False, imports: list[str] | tuple[str, ...] = ()):
     with spinner(f"loading {path}"):
         import keras  # inside the step: importing TensorFlow is the first few seconds of work
 
         try:
             return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
         except Exception as e:
-            raise SourceError(_explain_load_error(path, e)) from None
+            raise SourceError(_explain_load_error(path, e, imports)) from None
 
 
-def _explain_load_error(path: Path, e: Exception) -> str:
+def _explain_load_error(path: Path, e: Exception, imports: list[str] | tuple[str, ...] = ()) -> str:
     text = reason(e)
     if "safe_mode" in text or "unsafe_deserialization" in text:
         return (f"{path}: it holds Python code (a Lambda layer) that loading would run; if you trust the file, "
                 f"pass --unsafe-deserialization. Keras: {text}")
     cls = _UNKNOWN_CLASS.search(str(e))
+    if cls and imports:
+        return (f"{path}: unknown layer class {cls.group(1)!r}: --import {' '.join(imports)} did not register "
+                "it; decorate the class with @keras.saving.register_keras_serializable (same package name "
+                "as when the model was saved)")
     if cls:
         return (f"{path}: unknown layer class {cls.group(1)!r}: pass --import MODULE_OR_FILE with the module "
                 "that defines it (registered with @keras.saving.register_keras_serializable)")
