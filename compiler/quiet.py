@@ -62,7 +62,9 @@ def setup(verbose: bool) -> None:
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Forced, not defaulted: TF's multi-line INFO records (the CPU-feature notice) have continuation
+    # lines without a prefix, which the fd-2 filter cannot tell from other text. --verbose shows them.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     for name in ("tensorflow", "absl", "keras", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
     # Library warnings (Keras structure notes, deprecations) are not for the person running tflc.

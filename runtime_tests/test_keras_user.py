@@ -15,8 +15,8 @@ from conftest import assert_user_error, tflc
 
 FLOAT = "strip-unused,dedupe-buffers"
 
-# tflc's own stderr lines: step start/end, a bar's start/end, an error.
-OWN_LINE = re.compile(r"^(\.\.\. |done: |failed: |stopped: |tflc: error: )")
+# tflc's own stderr lines: step start/end, a bar's start/end, an error, note or warning.
+OWN_LINE = re.compile(r"^(\.\.\. |done: |failed: |stopped: |tflc: (error|note|warning): )")
 
 
 def _save(model, folder: Path, name: str) -> Path:
