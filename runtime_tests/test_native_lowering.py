@@ -82,6 +82,14 @@ RULE_CASES = {
                              (11, 10, 2)),
     "conv2d_rect_strides": (lambda L, x: L.Conv2D(5, (3, 1), strides=(1, 2), padding="same", activation="swish",
                                                   name="c")(x), (8, 9, 3)),
+    "conv2d_groups": (lambda L, x: L.Conv2D(6, 3, groups=3, padding="same", activation="relu", name="c")(x),
+                      (6, 6, 3)),
+    "separable_conv2d": (lambda L, x: L.SeparableConv2D(5, 3, strides=2, padding="same", depth_multiplier=2,
+                                                        activation="relu", name="s")(x), (8, 8, 3)),
+    "separable_conv2d_dilated": (lambda L, x: L.SeparableConv2D(4, 3, dilation_rate=2, activation="tanh",
+                                                                name="s")(x), (9, 9, 2)),
+    "prelu": (lambda L, x: L.PReLU(alpha_initializer="random_normal", shared_axes=[1], name="p")(
+        L.Dense(4, name="d")(x)), (3, 5)),
     "conv1d": (lambda L, x: L.Conv1D(4, 3, strides=2, padding="same", activation="gelu", name="c")(x), (12, 5)),
     "depthwise_multiplier": (lambda L, x: L.DepthwiseConv2D(3, depth_multiplier=2, padding="same",
                                                             activation="relu", name="dw")(x), (7, 7, 3)),
@@ -125,6 +133,14 @@ RULE_CASES = {
     "rescaling": (lambda L, x: L.Rescaling(1 / 127.5, offset=-1, name="rs")(x), (4, 4, 3)),
     "lstm_sequences": (lambda L, x: L.LSTM(6, return_sequences=True, name="lstm")(x), (10, 4)),
     "lstm_last": (lambda L, x: L.LSTM(5, name="lstm")(x), (7, 3)),
+    "lstm_backwards": (lambda L, x: L.Concatenate(name="cat")([
+        L.Flatten(name="f")(L.LSTM(4, go_backwards=True, return_sequences=True, name="back_seq")(x)),
+        L.LSTM(3, go_backwards=True, name="back_last")(x)]), (5, 3)),
+    "bidirectional_concat_sequences": (lambda L, x: L.Bidirectional(L.LSTM(4, return_sequences=True),
+                                                                    name="bi")(x), (6, 3)),
+    "bidirectional_merges_last": (lambda L, x: L.Concatenate(name="cat")(
+        [L.Bidirectional(L.LSTM(3), merge_mode=m, name=f"bi_{m}")(x) for m in ("concat", "sum", "mul", "ave")]),
+        (5, 2)),
     "lstm_stack_no_bias": (lambda L, x: L.LSTM(4, use_bias=False, name="l2")(
         L.LSTM(8, return_sequences=True, name="l1")(x)), (6, 5)),
 }
@@ -137,10 +153,23 @@ def test_rule_matches_keras(case):
 
 
 @pytest.mark.parametrize("case", ["conv2d_same_stride2", "bn_folded_into_conv", "lstm_stack_no_bias",
+                                  "bidirectional_concat_sequences", "separable_conv2d", "lstm_backwards",
                                   "dense_rank3_softmax", "depthwise_multiplier"])
 def test_rule_matches_converter(case):
     build, shape = RULE_CASES[case]
     check(_model(build, shape), converter=True)
+
+
+def test_embedding_gathers_rows():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    for dtype in ("int32", "float32"):
+        inp = keras.Input((7,), batch_size=2, name="x", dtype=dtype)
+        model = keras.Model(inp, keras.layers.Embedding(20, 4, name="emb")(inp))
+        ids = np.random.default_rng(0).integers(0, 20, (2, 7)).astype(dtype)
+        got = run(native.lower(model), {"x": ids})["emb"]
+        np.testing.assert_array_equal(got, model.predict(ids, verbose=0))
 
 
 def test_lstm_batch_of_three():
@@ -188,9 +217,9 @@ def test_unsupported_layers_are_named():
 
     L = keras.layers
     inp = keras.Input((5, 4), batch_size=1, name="x")
-    y = L.GRU(3, name="gru")(L.LSTM(4, return_sequences=True, go_backwards=True, name="back")(inp))
+    y = L.GRU(3, name="gru")(L.LSTM(4, return_sequences=True, recurrent_activation="hard_sigmoid", name="seq")(inp))
     model = keras.Model(inp, y)
-    assert native.unsupported(model) == ["LSTM (go_backwards=True)", "GRU"]
+    assert native.unsupported(model) == ["LSTM (recurrent_activation='hard_sigmoid')", "GRU"]
     from compiler.errors import ConversionError
 
     with pytest.raises(ConversionError, match="GRU"):

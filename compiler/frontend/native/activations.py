@@ -155,3 +155,13 @@ def softmax(node: Node) -> list[Tensor]:
     out = node.out()
     node.op(OP.SOFTMAX, [node.x], [out], options("SoftmaxOptions", beta=1.0))
     return [out]
+
+
+@rule("PReLU")
+def prelu(node: Node) -> list[Tensor]:
+    import keras
+
+    alpha = np.asarray(keras.ops.convert_to_numpy(node.layer.alpha), np.float32)
+    out = node.out()
+    node.op(OP.PRELU, [node.x, node.const("alpha", alpha)], [out])
+    return [out]

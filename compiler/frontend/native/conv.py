@@ -1,4 +1,4 @@
-"""Conv1D, Conv2D and DepthwiseConv2D -> CONV_2D / DEPTHWISE_CONV_2D (channels_last)."""
+"""Conv1D, Conv2D (groups too), DepthwiseConv2D, SeparableConv2D -> CONV_2D / DEPTHWISE_CONV_2D (channels_last)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ def _check(layer) -> str | None:
         return f"data_format={layer.data_format}"
     if layer.padding not in PADDING:
         return f"padding={layer.padding!r}"
-    if getattr(layer, "groups", 1) != 1:
-        return f"groups={layer.groups}"
     if getattr(layer, "lora_enabled", False):
         return "LoRA enabled"
     return supported(layer.activation)
@@ -48,7 +46,9 @@ def _conv(node: Node, x: Tensor, out_shape, filt: np.ndarray, bias: np.ndarray |
     if depthwise:
         node.op(OP.DEPTHWISE_CONV_2D, ins, [y], options("DepthwiseConv2DOptions", depthMultiplier=depthwise, **common))
     else:
-        node.op(OP.CONV_2D, ins, [y], options("Conv2DOptions", **common))
+        # A grouped conv (filter depth < input depth) needs CONV_2D v6 (LiteRT's op versioning).
+        grouped = getattr(layer, "groups", 1) > 1
+        node.op(OP.CONV_2D, ins, [y], options("Conv2DOptions", **common), version=6 if grouped else 1)
     return y, (None if fused != ACT.NONE else act)
 
 
@@ -83,3 +83,34 @@ def depthwise(node: Node) -> list[Tensor]:
     filt = ws[0].reshape(1, h, w, c * m)
     y, act = _conv(node, node.x, node.out_shapes[0], filt, ws[1] if node.layer.use_bias else None, depthwise=m)
     return [finish(node, y, act)]
+
+
+def _check_separable(layer) -> str | None:
+    return _check(layer) or (None if layer.depth_multiplier >= 1 else "depth_multiplier < 1")
+
+
+@rule("SeparableConv2D", check=_check_separable)
+def separable(node: Node) -> list[Tensor]:
+    """A DEPTHWISE_CONV_2D (strides, dilation, padding) then a 1x1 CONV_2D with the bias and activation."""
+    layer = node.layer
+    ws = weights(layer)
+    dw, pw = ws[0], ws[1]
+    h, w, c, m = dw.shape
+    b, ho, wo, f = node.out_shapes[0]
+    sh, sw = _pair(layer.strides)
+    dh, dwf = _pair(layer.dilation_rate)
+    mid = node.tmp("depthwise", (b, ho, wo, c * m))
+    node.op(OP.DEPTHWISE_CONV_2D, [node.x, node.const("depthwise_kernel", dw.reshape(1, h, w, c * m)),
+                                   node.const("depthwise_bias", np.zeros(c * m, np.float32))], [mid],
+            options("DepthwiseConv2DOptions", padding=PADDING[layer.padding], strideH=sh, strideW=sw,
+                    dilationHFactor=dh, dilationWFactor=dwf, depthMultiplier=m))
+    act = name_of(layer.activation)
+    fused = FUSED.get(act, ACT.NONE)
+    done = fused != ACT.NONE or act == "linear"
+    y = node.out() if done else node.tmp("pointwise", node.out_shapes[0])
+    bias = ws[2] if layer.use_bias else np.zeros(f, np.float32)
+    node.op(OP.CONV_2D, [mid, node.const("pointwise_kernel", pw.reshape(c * m, f).T.reshape(f, 1, 1, c * m)),
+                         node.const("bias", bias)], [y],
+            options("Conv2DOptions", padding=PADDING["valid"], strideH=1, strideW=1, dilationHFactor=1,
+                    dilationWFactor=1, fusedActivationFunction=fused))
+    return [finish(node, y, None if done else act)]

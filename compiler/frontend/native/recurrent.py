@@ -27,42 +27,105 @@ def _check(layer) -> str | None:
         return f"recurrent_activation={name_of(layer.recurrent_activation)!r}"
     if name_of(layer.activation) not in _CELL_ACT:
         return f"activation={name_of(layer.activation)!r}"
-    for flag in ("return_state", "go_backwards", "stateful"):
+    for flag in ("return_state", "stateful"):
         if getattr(layer, flag, False):
             return f"{flag}=True"
     return None
 
 
-@rule("LSTM", check=_check)
-def lstm(node: Node) -> list[Tensor]:
-    layer, x = node.layer, node.x
+def _reverse_time(node: Node, x: Tensor, name: str) -> Tensor:
+    out = node.graph.tensor(name, x.shape)
+    node.op(OP.REVERSE_V2, [x, node.graph.const(f"{name}_axis", np.asarray([1], np.int32))], [out])
+    return out
+
+
+def _fused(node: Node, layer, x: Tensor, name: str, out: Tensor | None) -> Tensor:
+    """One UNIDIRECTIONAL_SEQUENCE_LSTM over x (batch, time, features): its (batch, time, units) output,
+    written into `out` if given. Tensors are named `name/...`."""
+    g = node.graph
     ws = weights(layer)
     kernel, recurrent = ws[0], ws[1]
     units = recurrent.shape[0]
     bias = ws[2] if layer.use_bias else np.zeros(4 * units, np.float32)
     batch = x.shape[0]
+
+    def block(w, k):
+        return w[..., k * units:(k + 1) * units]
+
     ins: list[Tensor | None] = [x]
-    ins += [node.const(f"{g}_kernel", kernel[:, k * units:(k + 1) * units].T) for k, g in enumerate(GATES)]
-    ins += [node.const(f"{g}_recurrent_kernel", recurrent[:, k * units:(k + 1) * units].T)
-            for k, g in enumerate(GATES)]
+    ins += [g.const(f"{name}/{gate}_kernel", block(kernel, k).T) for k, gate in enumerate(GATES)]
+    ins += [g.const(f"{name}/{gate}_recurrent_kernel", block(recurrent, k).T) for k, gate in enumerate(GATES)]
     ins += [None, None, None]
-    ins += [node.const(f"{g}_bias", bias[k * units:(k + 1) * units]) for k, g in enumerate(GATES)]
+    ins += [g.const(f"{name}/{gate}_bias", block(bias, k)) for k, gate in enumerate(GATES)]
     ins += [None, None]
-    ins += [node.graph.variable(f"{node.name}/output_state", (batch, units)),
-            node.graph.variable(f"{node.name}/cell_state", (batch, units))]
+    ins += [g.variable(f"{name}/output_state", (batch, units)), g.variable(f"{name}/cell_state", (batch, units))]
     ins += [None, None, None, None]
-    seq_shape = (batch, x.shape[1], units)
-    seq = node.out() if layer.return_sequences else node.tmp("sequence", seq_shape)
+    seq = out if out is not None else g.tensor(f"{name}/sequence", (batch, x.shape[1], units))
     node.op(OP.UNIDIRECTIONAL_SEQUENCE_LSTM, ins, [seq], options(
         "UnidirectionalSequenceLSTMOptions", fusedActivationFunction=_CELL_ACT[name_of(layer.activation)],
         cellClip=0.0, projClip=0.0, timeMajor=False, asymmetricQuantizeInputs=False))
+    return seq
+
+
+def _last_step(node: Node, seq: Tensor, out: Tensor) -> Tensor:
+    """seq[:, -1, :], the time axis shrunk away."""
+    g, (b, t, u) = node.graph, seq.shape
+    consts = [g.const(f"{seq.name}_{what}", np.asarray(v, np.int32))
+              for what, v in (("begin", [0, t - 1, 0]), ("end", [b, t, u]), ("strides", [1, 1, 1]))]
+    node.op(OP.STRIDED_SLICE, [seq, *consts], [out], options("StridedSliceOptions", shrinkAxisMask=2))
+    return out
+
+
+@rule("LSTM", check=_check)
+def lstm(node: Node) -> list[Tensor]:
+    layer, x = node.layer, node.x
+    if layer.go_backwards:  # Keras returns the outputs in processing (reversed) order, as the kernel does
+        x = _reverse_time(node, x, f"{node.name}/reversed_input")
     if layer.return_sequences:
-        return [seq]
-    # The last time step: seq[:, -1, :] with the time axis shrunk away.
+        return [_fused(node, layer, x, node.name, node.out())]
+    return [_last_step(node, _fused(node, layer, x, node.name, None), node.out())]
+
+
+_MERGE = {"sum": (OP.ADD, "AddOptions"), "mul": (OP.MUL, "MulOptions"), "ave": (OP.ADD, "AddOptions")}
+
+
+def _check_bidirectional(layer) -> str | None:
+    fw, bw = layer.forward_layer, layer.backward_layer
+    if type(fw).__name__ != "LSTM" or type(bw).__name__ != "LSTM":
+        return f"wraps {type(fw).__name__}"
+    if layer.merge_mode not in ("concat", "sum", "mul", "ave"):
+        return f"merge_mode={layer.merge_mode!r}"
+    if getattr(layer, "return_state", False):
+        return "return_state=True"
+    return _check(fw) or _check(bw)
+
+
+@rule("Bidirectional", check=_check_bidirectional)
+def bidirectional(node: Node) -> list[Tensor]:
+    """Two fused LSTMs, the backward one over the time-reversed input; its sequence is flipped back
+    (as Keras does) before the merge."""
+    layer, x = node.layer, node.x
+    g, sequences = node.graph, layer.return_sequences
+    parts = []
+    for sub, tag in ((layer.forward_layer, "forward"), (layer.backward_layer, "backward")):
+        name = f"{node.name}/{tag}"
+        xin = _reverse_time(node, x, f"{name}/reversed_input") if sub.go_backwards else x
+        seq = _fused(node, sub, xin, name, None)
+        if sequences and sub.go_backwards:
+            seq = _reverse_time(node, seq, f"{name}/sequence_in_time_order")
+        elif not sequences:
+            b, _, u = seq.shape
+            seq = _last_step(node, seq, g.tensor(f"{name}/last", (b, u)))
+        parts.append(seq)
     out = node.out()
-    t = x.shape[1]
-    node.op(OP.STRIDED_SLICE, [seq, node.const("begin", np.asarray([0, t - 1, 0], np.int32)),
-                               node.const("end", np.asarray([batch, t, units], np.int32)),
-                               node.const("strides", np.asarray([1, 1, 1], np.int32))], [out],
-            options("StridedSliceOptions", shrinkAxisMask=2))
+    if layer.merge_mode == "concat":
+        node.op(OP.CONCATENATION, parts, [out], options("ConcatenationOptions", axis=len(out.shape) - 1))
+        return [out]
+    code, kind = _MERGE[layer.merge_mode]
+    if layer.merge_mode != "ave":
+        node.op(code, parts, [out], options(kind))
+        return [out]
+    total = node.tmp("sum", out.shape)
+    node.op(code, parts, [total], options(kind))
+    node.op(OP.MUL, [total, node.const("half", np.float32(0.5))], [out], options("MulOptions"))
     return [out]
