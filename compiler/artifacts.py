@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 
 import compiler
-from compiler.errors import BuildFolderError
 from compiler.files import fsync_dir, sha256_file
 from compiler.manifest import FORMAT, MANIFEST, Manifest
-from compiler import handoff, memory
-from compiler.ir import Buffer, Model, Tensor, flatbuffer, type_name
+from compiler.finish import finish
+from compiler.ir import Model, Tensor, flatbuffer, type_name
 from compiler.progress import bar
 
 
@@ -44,12 +43,11 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        stages = model.parts()
-        plan = handoff.plan(stages, model.inputs, model.outputs)
+        done = finish(model)
+        stages, plan = done.parts, done.plan
         stage_entries = []
         for k, st in enumerate(bar(stages, label="writing stages")):
             fname = f"stage_{k:02d}.tflite"
-            min_runtime = _refresh_min_runtime(st)
             data = flatbuffer.dumps(st)
             (tmp / fname).write_bytes(data)
             stage_entries.append({
@@ -57,16 +55,19 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
                 "inputs": [dict(tensor_entry(t), source=src) for t, src in zip(st.inputs, plan.stage_sources[k])],
                 "outputs": [tensor_entry(t) for t in st.outputs],
                 "ops": sorted({op.name for _, op in st.operators()}),
-                # Stateful stages stay loaded across calls, also when no partition pass ran to mark them.
-                "resident": bool(st.resident) or any(handoff.is_stateful(op) for _, op in st.operators()),
-                "min_runtime": min_runtime,
+                "resident": done.resident[k],
+                "min_runtime": done.min_runtime[k],
             })
             del data
         table = ops_table(stages)
         (tmp / "ops.json").write_text(json.dumps(table, indent=1))
         (tmp / "register_ops.cc").write_text(register_ops_cc(table))
         rep = dict(report or {})
-        quant = (rep.get("passes", {}).get("quantize") or {}).get("mode") or infer_quantization(model)
+        # The precision the weights and ops ended in, read from the IR, not the mode the pipeline asked for.
+        quant = done.quantization
+        asked = (rep.get("passes", {}).get("quantize") or {}).get("mode")
+        if asked and asked != quant:
+            rep["quantization_note"] = f"quantize{{mode={asked}}} was asked; the build's precision is {quant}"
         manifest = {
             "format": FORMAT,
             "tflc_version": compiler.__version__,
@@ -77,6 +78,7 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
             "fixture": getattr(getattr(source, "fixture", None), "name", None),
             "source_sha256": getattr(source, "sha256", None) or _source_sha256(source),
             "quantization": quant,
+            "precision": done.precision,
             "inputs": [tensor_entry(t) for t in model.inputs],
             "outputs": [dict(tensor_entry(t), source=src) for t, src in zip(model.outputs, plan.output_sources)],
             "stages": stage_entries,
@@ -88,7 +90,7 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
         # Through the typed manifest: what we write is exactly what the runtime's reader accepts.
         (tmp / MANIFEST).write_text(Manifest.from_json(manifest, str(out / MANIFEST)).dumps())
         rep.update(_sizes(stages, stage_entries))
-        rep["memory_estimate"] = memory.estimate_run(stages, handoff=plan)
+        rep["memory_estimate"] = done.memory
         (tmp / "report.json").write_text(json.dumps(rep, indent=1, default=_jsonable))
         (tmp / "report.md").write_text(report_markdown(manifest, rep))
         for f in tmp.iterdir():
@@ -99,37 +101,6 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _refresh_min_runtime(model: Model) -> str:
-    """The minimum TFLite runtime the model's (op, version) pairs need; rewrites the converter's
-    `min_runtime_version` metadata to it (quantization raises op versions, so that value goes stale)."""
-    from kernels.catalogue import required_runtime
-
-    version, _estimated = required_runtime([model])
-    for i, (name, _) in enumerate(model.metadata):
-        if name == "min_runtime_version":
-            data = version.encode().ljust(16, b"\0")  # the converter's fixed 16-byte field
-            model.metadata[i] = (name, Buffer(np.frombuffer(data, dtype=np.uint8)))
-    return version
-
-
-def infer_quantization(model: Model) -> str:
-    """The precision of a model that tflc did not quantize itself (e.g. an imported .tflite)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    T = schema.TensorType
-    weights = {t.type for t in model.constant_tensors()}
-    activations = {t.type for sg in model.subgraphs for t in sg.tensors if not t.is_constant}
-    if T.INT16 in activations and T.INT8 in weights:
-        return "int16x8"
-    if T.INT8 in activations or T.UINT8 in activations:
-        return "int8"
-    if T.INT8 in weights:
-        return "int8-dynamic"
-    if T.FLOAT16 in weights:
-        return "float16"
-    return "float"
 
 
 def _source_sha256(source: Any) -> str | None:

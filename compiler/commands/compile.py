@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import resource
 import time
 from pathlib import Path
@@ -85,6 +86,9 @@ def run(args) -> int:
         raise write_error(out, e) from None
     manifest = json.loads((path / "manifest.json").read_text())
     total = sum(s["bytes"] for s in manifest["stages"])
+    note = json.loads((path / "report.json").read_text()).get("quantization_note")
+    if note:
+        print(f"tflc: note: {note}", file=sys.stderr)
     print(f"wrote {path}: {len(manifest['stages'])} stage(s), {total:,} bytes, quantization {manifest['quantization']}")
     print(f"compile wall time {time.perf_counter() - start:.1f} s, peak RSS {peak_rss_bytes() / 2**20:.0f} MiB")
     return 0
