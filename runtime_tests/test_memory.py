@@ -17,9 +17,8 @@ from ai_edge_litert import schema_py_generated as schema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler import memory
 from compiler.ir import Model, Operator, Tensor, flatbuffer
-from compiler.memory import Estimator, estimate, estimate_run, plan_arena
+from compiler.memory import estimate, estimate_run, plan_arena
 from compiler.passes.partition import Schedule, build_stages
 
 from ir_helpers import OP, act, const, model_of
