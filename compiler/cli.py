@@ -9,6 +9,7 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sys
 import traceback
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     verbose = bool(getattr(args, "verbose", False))
     quiet.setup(verbose)
+    _terminate_cleanly()
     try:
         with quiet.filtered_stderr(enabled=not verbose):
             return int(args.func(args) or 0)
@@ -71,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tflc: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("tflc: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         return 0
     except OSError as e:
@@ -81,6 +86,20 @@ def main(argv: list[str] | None = None) -> int:
         return _user_error("input nested too deeply to read", EXIT_USAGE)
     except Exception:
         return _internal_error()
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is, so temp files and folders are removed on the way out."""
+
+
+def _terminate_cleanly() -> None:
+    def handler(signum, frame):
+        raise _Terminated()
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        pass  # not the main thread (main() called from a library): keep the default
 
 
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,

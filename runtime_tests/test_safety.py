@@ -788,3 +788,28 @@ def test_mutated_manifests_give_a_right_answer_or_one_clean_error(tmp_path_facto
             np.testing.assert_array_equal(out[spec.name], values[spec.source.key])
 
     check()
+
+
+def test_sigterm_mid_write_leaves_no_temp_file_and_the_previous_output(build, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out.npz"
+    out.write_bytes(b"previous")
+    code = ("import sys, time, numpy as np\n"
+            "def slow(f, **arrays):\n"
+            "    f.write(b'partial'); f.flush(); time.sleep(60)\n"
+            "np.savez = slow\n"
+            "from compiler.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = dict(os.environ, TFLC_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", code, "run", str(build), "-o", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tmp = tmp_path / f".out.npz.tmp-{proc.pid}"
+    deadline = time.monotonic() + 60
+    while not tmp.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert tmp.exists(), proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "tflc: terminated" in err and "Traceback" not in err, err
+    assert not tmp.exists() and out.read_bytes() == b"previous"
