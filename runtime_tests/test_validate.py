@@ -308,3 +308,19 @@ def test_litert_verifier_runs_after_our_checks(tmp_path):
     with pytest.raises(FlatbufferError) as info:
         flatbuffer.load(path)
     assert "\n" not in str(info.value)
+
+
+def test_signature_names_only_subgraph_inputs_and_outputs():
+    from compiler.ir import SignatureDef
+
+    model = two_ops()
+    x, t, y = model.main.inputs[0], model.main.operators[0].outputs[0], model.main.outputs[0]
+    model.signature_defs = [SignatureDef("serving_default", model.main, [("x", x)], [("y", y)])]
+    data = flatbuffer.dumps(model)
+    flatbuffer.loads(data)
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=data).get_signature_runner("serving_default")
+    np.testing.assert_allclose(runner(x=X)["y"], (X + C1) * C2, rtol=1e-6)
+    model.signature_defs[0].outputs = [("t", t)]  # an intermediate tensor, not a model output
+    rejects(model, "signature 'serving_default' output 't' is not an output of subgraph 0")

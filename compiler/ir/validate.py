@@ -229,6 +229,7 @@ def validate(model: Model, origin: str = "<model>", file_size: int | None = None
     check.calls()
     for si, sg in enumerate(model.subgraphs):
         check.subgraph(si, sg)
+    check.signatures()
     check.size(max_activation_bytes)
 
 
@@ -525,6 +526,22 @@ class _Checker:
                 self.fail(f"{where} passes -1 as {what} {k}")
             if a.type != b.type:
                 self.fail(f"{where} {what} {k} has type {b.type}, the operator's tensor has {a.type}")
+
+    # ------------------------------------------------------------------ signatures
+
+    def signatures(self) -> None:
+        """A signature names its subgraph's inputs and outputs, nothing else (LiteRT's signature runner
+        reads and writes exactly those tensors)."""
+        for sd in self.model.signature_defs:
+            si = self.index.get(id(sd.subgraph))
+            if si is None:
+                self.fail(f"signature {sd.key!r} refers to a subgraph that is not in the model")
+            for kind, pairs, allowed in (("input", sd.inputs, sd.subgraph.inputs),
+                                         ("output", sd.outputs, sd.subgraph.outputs)):
+                ids = {id(t) for t in allowed}
+                for name, t in pairs:
+                    if id(t) not in ids:
+                        self.fail(f"signature {sd.key!r} {kind} {name!r} is not an {kind} of subgraph {si}")
 
     # ------------------------------------------------------------------ size
 

@@ -1,0 +1,60 @@
+"""Fuzz: structure-aware mutants of small models through `tflc inspect`, `compile` and `run`.
+
+Hypothesis picks batches of mutant numbers; each batch goes through long-lived CLI worker processes
+(runtime_tests/fuzz_campaign.py: `compiler.cli.main` for inspect, compile with its isolated LiteRT
+smoke test, then run on zeros). A worker killed by a signal, a compile whose smoke test finds
+LiteRT crashing (a file the validator should have rejected), a hang or a traceback fails the test.
+Seeds: the contect-small stage (convolutions, LSTM WHILE loops) and hand-built models (CONV_2D,
+SPLIT, WHILE, CALL_ONCE). `make fuzz` runs the long campaign over more seeds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from compiler.ir import flatbuffer
+from conftest import tflc
+from fuzz_campaign import STEPS, Campaign
+from test_validate import conv_model, split_model, two_ops, while_model
+
+BATCH = 30  # mutants per hypothesis example; the ci profile's 10 examples make 300 mutants
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("fuzz-seeds")
+    proc = tflc("compile", "fixtures:contect-small", "--pipeline", "strip-unused", "-o", str(folder / "cs"))
+    assert proc.returncode == 0, proc.stderr
+    out = [folder / "cs" / "stage_00.tflite"]
+    for name, build in (("two_ops", two_ops), ("conv", conv_model), ("split", lambda: split_model(2)),
+                        ("while", while_model)):
+        path = folder / f"{name}.tflite"
+        flatbuffer.save(build(), path)
+        out.append(path)
+    return out
+
+
+def test_mutants_never_crash_or_trace_back(seeds, tmp_path_factory):
+    seen = {step: Counter() for step in STEPS}
+
+    @given(first=st.integers(min_value=0, max_value=10**9))  # examples: the hypothesis profile's (ci: 10)
+    def batch(first):
+        work = tmp_path_factory.mktemp("fuzz")
+        campaign = Campaign(seeds, work, workers=2, step_timeout=120)
+        campaign.run(list(range(first, first + BATCH)), progress=False)
+        for step in STEPS:
+            seen[step].update(campaign.counts[step])
+        assert sum(campaign.counts["inspect"].values()) == campaign.total  # every packed mutant was inspected
+        assert campaign.bad() == 0, "\n" + campaign.table() + "\n" + "\n".join(
+            f"mutant {r['mutant']} ({r['seed']}, {r['mutations']}): {r['step']} {r['outcome']}: {r['detail'][-600:]}"
+            for r in campaign.failures)
+
+    batch()
+    # Both sides were exercised: files rejected cleanly, and accepted files that compiled and ran.
+    assert seen["inspect"]["rejected"] > 0 and seen["inspect"]["accepted"] > 0, seen
+    assert seen["compile"]["accepted"] > 0 and seen["run"]["accepted"] > 0, seen
