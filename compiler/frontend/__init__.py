@@ -87,10 +87,9 @@ def _leaf_names(struct, fallback: list[str]) -> list[str]:
 
     names = []
     for i, (path, _) in enumerate(keras.tree.flatten_with_path(struct)):
-        keyed = [k for k in path if isinstance(k, str)]
-        if keyed:
-            first = next(j for j, k in enumerate(path) if isinstance(k, str))
-            names.append(".".join(str(k) for k in path[first:]))
+        first_key = next((j for j, k in enumerate(path) if isinstance(k, str)), None)
+        if first_key is not None:
+            names.append(".".join(str(k) for k in path[first_key:]))
         else:
             names.append(fallback[i] if i < len(fallback) else f"output_{i}")
     return _unique_safe(names)
@@ -115,10 +114,13 @@ def _unique_safe(names: list[str]) -> list[str]:
 
 def _fixed_specs(keras_model, batch: int | None):
     """TensorSpecs for the model's flattened inputs with the batch dimension fixed, named like _leaf_names."""
+    import keras
+
     tf = _tf()
     specs = []
-    flat = list(keras_model.inputs)
-    names = _leaf_names(_structure(keras_model, "input"), [_input_name(t) for t in flat])
+    struct = _structure(keras_model, "input")
+    flat = keras.tree.flatten(struct)  # the order serve() packs its arguments back in
+    names = _leaf_names(struct, [_input_name(t) for t in flat])
     for inp, name in zip(flat, names):
         shape = list(inp.shape)
         if shape and shape[0] is None:
