@@ -28,7 +28,7 @@ from compiler.errors import BuildFolderError, InputError
 from compiler.ir import Model, Subgraph
 from compiler.manifest import Manifest, parse
 from compiler.runtime import StagedModel, load_inputs, run_tflite
-from conftest import REPO, assert_user_error, tflc
+from conftest import REPO, assert_user_error
 from ir_helpers import OP, act, binary, const
 
 X = np.array([[1.0, -2.0, 3.0, 0.5]], np.float32)

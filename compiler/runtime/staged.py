@@ -24,7 +24,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from compiler import files
-from compiler.errors import BuildFolderError, FlatbufferError, InputError, SourceError, StageError
+from compiler.errors import BuildFolderError, FlatbufferError, InputError, SourceError
 from compiler.manifest import Manifest, Stage, TensorSpec, load
 from compiler.runtime.litert import conform_inputs, interpreter, invoke, set_tensor
 
