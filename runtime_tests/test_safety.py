@@ -813,3 +813,14 @@ def test_sigterm_mid_write_leaves_no_temp_file_and_the_previous_output(build, tm
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM and "tflc: terminated" in err and "Traceback" not in err, err
     assert not tmp.exists() and out.read_bytes() == b"previous"
+
+
+def test_output_temp_file_of_a_killed_run_is_removed_by_the_next(build, tmp_path):
+    dead = _dead_pid()
+    stale = tmp_path / f".out.npz.tmp-{dead}"
+    stale.write_bytes(b"partial")
+    proc = _cli("run", str(build), "-o", str(tmp_path / "out.npz"), tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists() and f"removed {stale}" in proc.stderr
+    with np.load(tmp_path / "out.npz") as z:
+        np.testing.assert_array_equal(z["y"], WANT)

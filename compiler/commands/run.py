@@ -63,6 +63,8 @@ def run(args) -> int:
     if args.input and len(args.input) > 1 and (args.checkpoint or args.resume):
         raise UsageError("--checkpoint and --resume take a single --input")
     recover_folder(Path(args.build))
+    for out in output_paths(args.output, len(args.input or [None])) if args.output else []:
+        recover_folder(out)  # a `.out.npz.tmp-PID` of a run that was killed while writing
     model = StagedModel(args.build, use_xnnpack=not args.no_xnnpack, num_threads=args.threads)
     sources = args.input or [None]
     outs = output_paths(args.output, len(sources)) if args.output else [None] * len(sources)
