@@ -19,7 +19,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -149,14 +150,12 @@ class StagedModel:
 
     # ------------------------------------------------------------------ checks
 
-    def _open(self, k: int):
-        """Open stage k's file through the checked path; hash it (again only if it changed since) and
-        validate it once per sha256. Returns a context manager yielding the fd."""
+    @contextmanager
+    def _open(self, k: int) -> Iterator[int]:
+        """Stage k's file, opened through the checked path; hashed (again only if it changed since) and
+        validated once per sha256 before the fd is handed out."""
         st = self.stages[k]
-        label = f"{self.dir}/{st.file}"
-        cm = files.open_member(self.dir, st.file)
-        fd = cm.__enter__()
-        try:
+        with files.open_member(self.dir, st.file) as fd:
             s = os.fstat(fd)
             key = (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns)
             if self._stat.get(k) != key:
@@ -164,13 +163,10 @@ class StagedModel:
                     raise BuildFolderError(f"{self.dir}: stage file {st.file} does not match its sha256 in "
                                            "manifest.json (corrupt or modified); rebuild with tflc compile")
                 if not _was_validated(st.sha256):
-                    validate_stage(fd, label)
+                    validate_stage(fd, f"{self.dir}/{st.file}")
                     _remember_validated(st.sha256)
                 self._stat[k] = key
-        except BaseException:
-            cm.__exit__(*sys.exc_info())
-            raise
-        return _Opened(cm, fd)
+            yield fd
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Inputs as the first stages need them: names, shapes, dtypes checked; floats quantized for int inputs."""
@@ -287,19 +283,6 @@ def _agree(label: str, kind: str, spec: TensorSpec, detail: dict) -> None:
     if shape != tuple(spec.shape) or dtype != spec.dtype:
         raise BuildFolderError(f"{label}: {kind} {spec.name!r} is {shape} {dtype} in the file but "
                                f"{tuple(spec.shape)} {spec.dtype} in manifest.json; rebuild with tflc compile")
-
-
-class _Opened:
-    """Context manager around an already-entered open_member, yielding its fd."""
-
-    def __init__(self, cm, fd: int):
-        self.cm, self.fd = cm, fd
-
-    def __enter__(self) -> int:
-        return self.fd
-
-    def __exit__(self, *exc):
-        return self.cm.__exit__(*exc)
 
 
 def _say(line: str) -> None:
