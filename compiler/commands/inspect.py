@@ -50,6 +50,9 @@ def read_models(path: str | Path) -> tuple[str | None, list[tuple[str, int, obje
 def run(args) -> int:
     from compiler.ir import type_name
 
+    if args.tensors < 0:
+        from compiler.errors import UsageError
+        raise UsageError(f"--tensors must be 0 or more, got {args.tensors}")
     head, models = read_models(args.path)
     if head:
         print(head)
