@@ -13,6 +13,7 @@ before LiteRT sees it (cached per sha256, across processes under the user's HMAC
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -68,6 +69,7 @@ def _input_cap(specs: list[TensorSpec] | None) -> int:
 _VALIDATED: set[str] = set()  # stage sha256s that passed the validating reader in this process
 
 
+@functools.lru_cache(maxsize=1)
 def _validator_id() -> str:
     """Changes whenever the validating reader's code does, so an old "validated" mark is not trusted."""
     import compiler
