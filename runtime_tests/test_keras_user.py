@@ -47,7 +47,7 @@ def _dict_model():
     import keras
 
     keras.utils.set_random_seed(1)
-    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    a, b = keras.Input((4,), name="in_a"), keras.Input((3,), name="in_b")  # keys, not these, name them
     h = keras.layers.Dense(5, activation="tanh", name="mix")(keras.layers.Concatenate(name="cat")([a, b]))
     outs = {"score": keras.layers.Dense(2, name="head_s")(h), "emb": keras.layers.Dense(3, name="head_e")(h)}
     return keras.Model({"b": b, "a": a}, outs)

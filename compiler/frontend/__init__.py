@@ -118,9 +118,8 @@ def _fixed_specs(keras_model, batch: int | None):
 
     tf = _tf()
     specs = []
-    struct = _structure(keras_model, "input")
-    flat = keras.tree.flatten(struct)  # the order serve() packs its arguments back in
-    names = _leaf_names(struct, [_input_name(t) for t in flat])
+    flat = keras.tree.flatten(_structure(keras_model, "input"))  # the order serve() packs them back in
+    names = io_names(keras_model)[0]
     for inp, name in zip(flat, names):
         shape = list(inp.shape)
         if shape and shape[0] is None:
@@ -132,6 +131,15 @@ def _fixed_specs(keras_model, batch: int | None):
                                   "TFLite needs static shapes: give the Input a full shape")
         specs.append(tf.TensorSpec(shape, inp.dtype, name=name))
     return specs
+
+
+def io_names(keras_model) -> tuple[list[str], list[str]]:
+    """The build's input and output names, in Keras's flattening order of `model.input` / `model.output`
+    (see the module docstring); every front-end names a Keras model's I/O this way."""
+    import keras
+
+    flat = keras.tree.flatten(_structure(keras_model, "input"))
+    return _leaf_names(_structure(keras_model, "input"), [_input_name(t) for t in flat]), _output_names(keras_model)
 
 
 def _input_name(inp) -> str:

@@ -176,7 +176,7 @@ def _input_name(kt) -> str:
 
 def lower(keras_model, batch: int | None = None) -> Model:
     """The IR of a Keras model whose layers all have rules (see `unsupported`)."""
-    from compiler.frontend import _output_names, keras_layer_names
+    from compiler.frontend import io_names, keras_layer_names
 
     missing = unsupported(keras_model)
     if missing:
@@ -189,10 +189,10 @@ def lower(keras_model, batch: int | None = None) -> Model:
         raise UsageError(f"the model has a fixed batch of {min(fixed)}; --batch {batch} cannot change it")
     batch = batch or (min(fixed) if fixed else 1)
     g = Graph("main")
-    ins = [g.tensor(_input_name(kt), _shape(kt, batch), kt.dtype) for kt in fn.inputs]
+    in_names, names = io_names(keras_model)  # dict keys for dict I/O, as on the converter path
+    ins = [g.tensor(n, _shape(kt, batch), kt.dtype) for kt, n in zip(fn.inputs, in_names)]
     g.sg.inputs = ins
     outs = _walk(g, keras_model, ins, "", batch)
-    names = _output_names(keras_model)
     final = []
     for t, name in zip(outs, names):
         if any(t is x for x in ins) or any(t is x for x in final):
