@@ -158,6 +158,16 @@ def classify(code: int, err: str) -> str:
     return "other"
 
 
+def _reason(err: str) -> str:
+    """A rejection's message without file names, tensor names and numbers, to count kinds of rejection."""
+    import re
+
+    line = next((x for x in err.splitlines() if x.startswith("tflc: error:")), err.strip()[:200])
+    line = re.sub(r"^tflc: error: \S+?: ", "", line)
+    line = re.sub(r"'[^']*'", "'…'", line)
+    return re.sub(r"\d+", "N", line)[:110]
+
+
 class Campaign:
     """Mutants from `seeds`, numbered from `first`, spread over `workers` worker processes."""
 
@@ -167,9 +177,31 @@ class Campaign:
         self.workers = workers
         self.step_timeout = step_timeout
         self.counts = {step: Counter() for step in STEPS}
+        self.reasons = {step: Counter() for step in STEPS}  # rejection messages, paths and numbers elided
         self.failures: list[dict] = []  # every non-clean outcome, with how to reproduce it
         self.lock = threading.Lock()
         self.buffers: dict[int, bytearray] = {}
+        self.procs: list[subprocess.Popen | None] = [None] * workers  # kept across run() calls
+        self.info: dict[int, dict] = {}
+        self.total = 0
+
+    def __enter__(self) -> "Campaign":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the workers (closing their stdin ends their loop)."""
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.stdin.close()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.procs = [None] * self.workers
 
     def write_mutant(self, i: int) -> dict | None:
         from mutants import mutate
@@ -182,25 +214,28 @@ class Campaign:
         (self.workdir / f"m{i}.tflite").write_bytes(data)
         return {"seed": path.name, "mutations": what}
 
-    def run(self, numbers: list[int], progress: bool = True) -> None:
+    def run(self, numbers: list[int], progress: bool = True) -> int:
+        """Put mutants `numbers` through the workers; return how many could be packed and were run."""
         todo: queue.Queue = queue.Queue()
-        info = {}
+        count = 0
         for i in numbers:
             meta = self.write_mutant(i)
             if meta is not None:
-                info[i] = meta
+                self.info[i] = meta
                 todo.put(i)
-        self.info = info
-        self.total = len(info)
+                count += 1
+        self.total += count
         self.done = 0
+        self.batch = count
         self.start = time.perf_counter()
-        threads = [threading.Thread(target=self._manage, args=(todo, progress)) for _ in range(self.workers)]
+        threads = [threading.Thread(target=self._manage, args=(k, todo, progress)) for k in range(self.workers)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         if progress and sys.stderr.isatty():
             print(file=sys.stderr)
+        return count
 
     def _spawn(self) -> subprocess.Popen:
         env = dict(_env(), PYTHONPATH=os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]),
@@ -209,27 +244,24 @@ class Campaign:
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True, cwd=REPO, env=env)
 
-    def _manage(self, todo: queue.Queue, progress: bool) -> None:
-        proc = None
+    def _manage(self, slot: int, todo: queue.Queue, progress: bool) -> None:
         while True:
             try:
                 i = todo.get_nowait()
             except queue.Empty:
-                break
+                return
+            proc = self.procs[slot]
             if proc is None or proc.poll() is not None:
-                proc = self._spawn()
+                proc = self.procs[slot] = self._spawn()
             proc.stdin.write(f"{i}\n")
             proc.stdin.flush()
-            proc = self._follow(proc, i)
+            self.procs[slot] = self._follow(proc, i)
             with self.lock:
                 self.done += 1
-                if progress and (self.done % 50 == 0 or self.done == self.total):
+                if progress and (self.done % 50 == 0 or self.done == self.batch):
                     rate = self.done / max(time.perf_counter() - self.start, 1e-9)
                     end = "" if sys.stderr.isatty() else "\n"
-                    print(f"\rfuzz: {self.done}/{self.total} mutants, {rate:.1f}/s", end=end, file=sys.stderr)
-        if proc is not None and proc.poll() is None:
-            proc.stdin.close()
-            proc.wait()
+                    print(f"\rfuzz: {self.done}/{self.batch} mutants, {rate:.1f}/s", end=end, file=sys.stderr)
 
     def _follow(self, proc: subprocess.Popen, i: int) -> subprocess.Popen | None:
         """Read the worker's reports for mutant i; return the worker, or None if it died or hung."""
@@ -275,6 +307,8 @@ class Campaign:
     def _record(self, i: int, step: str, outcome: str, detail: str) -> None:
         with self.lock:
             self.counts[step][outcome] += 1
+            if outcome == "rejected":
+                self.reasons[step][_reason(detail)] += 1
             if outcome not in ("rejected", "accepted"):
                 self.failures.append({"mutant": i, "step": step, "outcome": outcome, **self.info.get(i, {}),
                                       "detail": detail[-1500:]})
@@ -305,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     seeds = fixture_seeds(args.seeds) + corpus_seeds()
     print(f"seeds: {', '.join(s.parent.name + '/' + s.name for s in seeds)}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="tflc-fuzz-") as tmp:
-        campaign = Campaign(seeds, Path(tmp), workers=args.workers)
+    with tempfile.TemporaryDirectory(prefix="tflc-fuzz-") as tmp, \
+            Campaign(seeds, Path(tmp), workers=args.workers) as campaign:
         start = time.perf_counter()
         campaign.run(list(range(args.first, args.first + args.n)))
         elapsed = time.perf_counter() - start
@@ -317,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.failures, "w") as f:
             for rec in campaign.failures:
                 f.write(json.dumps(rec) + "\n")
+    for step in STEPS:
+        print(f"most frequent rejections by {step}:")
+        for reason, n in campaign.reasons[step].most_common(8):
+            print(f"  {n:6d}  {reason}")
     for rec in campaign.failures[:20]:
         print(f"  mutant {rec['mutant']} ({rec.get('seed')}, {rec.get('mutations')}): {rec['step']} "
               f"{rec['outcome']}: {rec['detail'].strip().splitlines()[-1] if rec['detail'].strip() else ''}")

@@ -29,6 +29,10 @@ _SUBGRAPH_FIELDS = {
     "updateComputationSubgraphIndex", "comparatorSubgraphIndex",
 }
 _MAX_FLATBUFFER = 2**31 - 1
+# LiteRT's verifier takes a path (it maps the file) or a copy of the bytes (two, through pybind11's
+# std::string). Above this size without a path, the copy would raise the peak memory of the process
+# that reads the model (the runtime validates each stage), so only tflc's own checks run.
+_VERIFY_COPY_LIMIT = 16 << 20
 
 
 def _text(value) -> str:
@@ -71,8 +75,9 @@ def loads(data, origin: str = "<bytes>", path: str | os.PathLike | None = None) 
     """Parse flatbuffer bytes (bytes, bytearray or mmap) into the IR, validating as it goes.
 
     After parsing, `validate` checks what the model means operator by operator, and then LiteRT's own
-    flatbuffer verifier runs on the bytes (`path`, when given, is the file they were mapped from: the
-    verifier maps it itself instead of copying the bytes)."""
+    flatbuffer verifier runs on the bytes (`path`, when given, is the file they were mapped from, e.g.
+    /proc/self/fd/N: the verifier maps it itself instead of copying the bytes; without a path, models
+    over 16 MiB skip LiteRT's verifier)."""
     size = len(data)
     if size < 8:
         raise FlatbufferError(f"{origin}: {size} bytes is too short to be a TFLite flatbuffer (truncated?)")
@@ -88,7 +93,10 @@ def loads(data, origin: str = "<bytes>", path: str | os.PathLike | None = None) 
         raise FlatbufferError(f"{origin}: corrupt or truncated TFLite flatbuffer ({type(e).__name__}: {e})") from None
     model = _from_object(mt, data, origin)
     validate(model, origin=origin, file_size=size)
-    _litert_verify(data if path is None else path, origin)
+    if path is not None:
+        _litert_verify(path, origin)
+    elif size <= _VERIFY_COPY_LIMIT:
+        _litert_verify(data, origin)
     return model
 
 
