@@ -34,11 +34,11 @@ uint64_t element_count(const std::vector<int64_t>& shape, uint64_t cap);
 
 std::string shape_str(const std::vector<int64_t>& shape);
 
-// A dense, C-ordered array in host memory.
-struct Array {
+// The dtype and shape of a dense, C-ordered array.
+struct TensorMeta {
   const DType* dtype = nullptr;
   std::vector<int64_t> shape;
-  std::vector<uint8_t> data;
+  uint64_t bytes() const { return element_count(shape, uint64_t{1} << 40) * dtype->size; }
 };
 
 }  // namespace tflc

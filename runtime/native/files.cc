@@ -72,14 +72,19 @@ std::string read_all(int fd, uint64_t cap, const std::string& label) {
 
 std::string read_range(int fd, uint64_t offset, uint64_t len, const std::string& label) {
   std::string out(len, '\0');
+  read_into(fd, offset, len, out.data(), label);
+  return out;
+}
+
+void read_into(int fd, uint64_t offset, uint64_t len, void* dst, const std::string& label) {
+  char* p = static_cast<char*>(dst);
   uint64_t got = 0;
   while (got < len) {
-    ssize_t n = pread(fd, &out[got], len - got, static_cast<off_t>(offset + got));
+    ssize_t n = pread(fd, p + got, len - got, static_cast<off_t>(offset + got));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) throw Error(label + ": cannot read (" + (n < 0 ? strerror(errno) : "file shorter than expected") + ")");
     got += static_cast<uint64_t>(n);
   }
-  return out;
 }
 
 // libcrypto's SHA-256 (see README: audited, and several times faster than a portable C loop on a 1 GB stage).
@@ -108,26 +113,23 @@ std::string sha256_fd(int fd, const std::string& label) {
   return out;
 }
 
-void write_atomic(const std::string& path, const std::string& bytes) {
+void write_atomic(const std::string& path, const std::string& head, const void* data, size_t len) {
   std::string tmp = path + ".tmp-" + std::to_string(getpid());
   Fd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (fd.get() < 0) throw Error(path + ": cannot write (" + strerror(errno) + ")");
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = write(fd.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = errno;
-      unlink(tmp.c_str());
-      throw Error(path + ": cannot write (" + strerror(err) + ")");
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (fsync(fd.get()) != 0 || rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
+  auto fail = [&](int err) {
     unlink(tmp.c_str());
     throw Error(path + ": cannot write (" + strerror(err) + ")");
+  };
+  for (auto [p, n] : {std::make_pair(head.data(), head.size()), std::make_pair(static_cast<const char*>(data), len)}) {
+    for (size_t done = 0; done < n;) {
+      ssize_t w = write(fd.get(), p + done, n - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) fail(w < 0 ? errno : EIO);
+      done += static_cast<size_t>(w);
+    }
   }
+  if (fsync(fd.get()) != 0 || rename(tmp.c_str(), path.c_str()) != 0) fail(errno);
 }
 
 MemSample read_memory() {

@@ -44,12 +44,14 @@ std::string read_all(int fd, uint64_t cap, const std::string& label);
 
 // `len` bytes at `offset` of an open file; a short file is an error.
 std::string read_range(int fd, uint64_t offset, uint64_t len, const std::string& label);
+void read_into(int fd, uint64_t offset, uint64_t len, void* dst, const std::string& label);
 
 // Lowercase hex SHA-256 of an open file's contents, read from offset 0.
 std::string sha256_fd(int fd, const std::string& label);
 
-// Write `bytes` to `path` through a temporary file and rename, so a crash leaves no half-written file.
-void write_atomic(const std::string& path, const std::string& bytes);
+// Write `head` then `len` bytes at `data` to `path` through a temporary file and rename, so a crash
+// leaves no half-written file.
+void write_atomic(const std::string& path, const std::string& head, const void* data = nullptr, size_t len = 0);
 
 // One sample of the kernel's memory counters for this process (bytes).
 struct MemSample {

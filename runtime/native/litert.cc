@@ -1,6 +1,5 @@
 #include "litert.h"
 
-#include <cstring>
 
 namespace tflc {
 namespace {
@@ -46,11 +45,20 @@ Port port(LiteRtTensor t, const std::string& label) {
   return p;
 }
 
-TensorBuffer host_buffer(LiteRtEnvironment env, const Port& p, size_t bytes, const std::string& label) {
-  LiteRtTensorBuffer b = nullptr;
-  check(LiteRtCreateManagedTensorBuffer(env, kLiteRtTensorBufferTypeHostMemory, &p.type, bytes, &b),
-        label + ": buffer for '" + p.name + "'");
-  return TensorBuffer(b);
+// LiteRT 2.3's CompiledModel never writes a subgraph output that a WHILE (or IF) op produces directly
+// into the output buffer: the caller reads back uninitialised memory (seen from Python's CompiledModel
+// too, while the Interpreter returns the right values). Refuse such a stage rather than hand on garbage.
+void check_not_control_flow(LiteRtTensor t, const std::string& name, const std::string& label) {
+  bool has_op = false;
+  LiteRtTensorDefiningOp def{};
+  check(LiteRtGetTensorDefiningOp(t, &has_op, &def), label + ": producer of '" + name + "'");
+  if (!has_op) return;
+  LiteRtOpCode code = 0;
+  check(LiteRtGetOpCode(def.op, &code), label + ": producer of '" + name + "'");
+  if (code == kLiteRtOpCodeTflWhile || code == kLiteRtOpCodeTflIf)
+    throw Error(label + ": output '" + name + "' comes straight from a " + (code == kLiteRtOpCodeTflWhile ? "WHILE" : "IF") +
+                " op, which LiteRT 2.3's CompiledModel does not copy into output buffers (it returns "
+                "uninitialised memory); cut the model elsewhere, or run it with tflc run");
 }
 
 size_t byte_size(const Port& p, const std::string& label) {
@@ -65,6 +73,25 @@ size_t byte_size(const Port& p, const std::string& label) {
 void check(LiteRtStatus s, const std::string& what) {
   if (s != 0) throw Error(what + ": LiteRT " + status_name(s) + " (status " + std::to_string(s) + ")");
 }
+
+Value make_value(LiteRtEnvironment env, const TensorMeta& meta, const std::string& what) {
+  if (meta.shape.size() > LITERT_TENSOR_MAX_RANK)
+    throw Error(what + ": rank " + std::to_string(meta.shape.size()) + " is more than LiteRT's 8");
+  LiteRtRankedTensorType type{};
+  type.element_type = static_cast<LiteRtElementType>(meta.dtype->litert);
+  type.layout.rank = static_cast<unsigned>(meta.shape.size()) & 0x7f;
+  for (size_t i = 0; i < meta.shape.size(); ++i) type.layout.dimensions[i] = static_cast<int32_t>(meta.shape[i]);
+  LiteRtTensorBuffer b = nullptr;
+  check(LiteRtCreateManagedTensorBuffer(env, kLiteRtTensorBufferTypeHostMemory, &type, meta.bytes(), &b),
+        what + ": buffer");
+  return Value{meta, TensorBuffer(b)};
+}
+
+Locked::Locked(LiteRtTensorBuffer b, LiteRtTensorBufferLockMode mode, const std::string& what) : buf_(b) {
+  check(LiteRtLockTensorBuffer(b, &addr_, mode), what + ": lock");
+}
+
+Locked::~Locked() { LiteRtUnlockTensorBuffer(buf_); }
 
 Environment make_environment() {
   LiteRtEnvironment env = nullptr;
@@ -102,45 +129,22 @@ LoadedStage::LoadedStage(LiteRtEnvironment env, int fd, uint64_t size, const std
     LiteRtTensor t = nullptr;
     check(LiteRtGetSignatureOutputTensorByIndex(sig, i, &t), label + ": output " + std::to_string(i));
     outputs_.push_back(port(t, label));
+    check_not_control_flow(t, outputs_.back().name, label);
   }
 }
 
-std::vector<Array> LoadedStage::run(const std::vector<const Array*>& in) {
-  std::vector<TensorBuffer> owned;
-  std::vector<LiteRtTensorBuffer> ins, outs;
-  for (size_t i = 0; i < inputs_.size(); ++i) {
-    const Port& p = inputs_[i];
-    size_t bytes = byte_size(p, label_);
-    if (in[i]->data.size() != bytes)
-      throw Error(label_ + ": input '" + p.name + "' needs " + std::to_string(bytes) + " bytes, got " +
-                  std::to_string(in[i]->data.size()));
-    owned.push_back(host_buffer(env_, p, bytes, label_));
-    void* addr = nullptr;
-    check(LiteRtLockTensorBuffer(owned.back().get(), &addr, kLiteRtTensorBufferLockModeWrite), label_ + ": lock");
-    if (bytes) std::memcpy(addr, in[i]->data.data(), bytes);
-    check(LiteRtUnlockTensorBuffer(owned.back().get()), label_ + ": unlock");
-    ins.push_back(owned.back().get());
-  }
+std::vector<Value> LoadedStage::run(const std::vector<LiteRtTensorBuffer>& in) {
+  std::vector<Value> outs;
+  std::vector<LiteRtTensorBuffer> out_bufs;
   for (const Port& p : outputs_) {
-    owned.push_back(host_buffer(env_, p, byte_size(p, label_), label_));
-    outs.push_back(owned.back().get());
+    byte_size(p, label_);  // a type or shape a build cannot hand off is refused here
+    outs.push_back(make_value(env_, TensorMeta{p.dtype, p.shape}, label_ + ": output '" + p.name + "'"));
+    out_bufs.push_back(outs.back().buf.get());
   }
-  check(LiteRtRunCompiledModel(compiled_.get(), 0, ins.size(), ins.data(), outs.size(), outs.data()),
+  std::vector<LiteRtTensorBuffer> in_bufs(in);
+  check(LiteRtRunCompiledModel(compiled_.get(), 0, in_bufs.size(), in_bufs.data(), out_bufs.size(), out_bufs.data()),
         label_ + ": LiteRT failed to run it");
-  std::vector<Array> result;
-  for (size_t i = 0; i < outputs_.size(); ++i) {
-    const Port& p = outputs_[i];
-    Array a;
-    a.dtype = p.dtype;
-    a.shape = p.shape;
-    a.data.resize(byte_size(p, label_));
-    void* addr = nullptr;
-    check(LiteRtLockTensorBuffer(outs[i], &addr, kLiteRtTensorBufferLockModeRead), label_ + ": lock");
-    if (!a.data.empty()) std::memcpy(a.data.data(), addr, a.data.size());
-    check(LiteRtUnlockTensorBuffer(outs[i]), label_ + ": unlock");
-    result.push_back(std::move(a));
-  }
-  return result;
+  return outs;
 }
 
 }  // namespace tflc

@@ -30,6 +30,30 @@ void check(LiteRtStatus s, const std::string& what);
 
 Environment make_environment();
 
+// A tensor value in a LiteRT-managed host buffer: model inputs are read into one, stage outputs are
+// written into one, and the same buffer feeds later stages (no copy at a handoff).
+struct Value {
+  TensorMeta meta;
+  TensorBuffer buf;
+};
+
+// A new host buffer for `meta` (rank at most 8, LiteRT's limit).
+Value make_value(LiteRtEnvironment env, const TensorMeta& meta, const std::string& what);
+
+// A buffer locked into host memory for the lifetime of this object.
+class Locked {
+ public:
+  Locked(LiteRtTensorBuffer b, LiteRtTensorBufferLockMode mode, const std::string& what);
+  ~Locked();
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+  void* addr() const { return addr_; }
+
+ private:
+  LiteRtTensorBuffer buf_;
+  void* addr_ = nullptr;
+};
+
 // A model tensor at a signature's input or output, as LiteRT sees it.
 struct Port {
   std::string name;
@@ -45,8 +69,8 @@ class LoadedStage {
   LoadedStage(LiteRtEnvironment env, int fd, uint64_t size, const std::string& label);
   const std::vector<Port>& inputs() const { return inputs_; }
   const std::vector<Port>& outputs() const { return outputs_; }
-  // Runs signature 0 with one array per input (in inputs() order); returns one array per output.
-  std::vector<Array> run(const std::vector<const Array*>& in);
+  // Runs signature 0 on one buffer per input (in inputs() order); returns one new value per output.
+  std::vector<Value> run(const std::vector<LiteRtTensorBuffer>& in);
 
  private:
   LiteRtEnvironment env_;

@@ -17,6 +17,7 @@ typedef struct LiteRtEnvironmentT* LiteRtEnvironment;
 typedef struct LiteRtModelT* LiteRtModel;
 typedef struct LiteRtSignatureT* LiteRtSignature;
 typedef struct LiteRtTensorT* LiteRtTensor;
+typedef struct LiteRtOpT* LiteRtOp;
 typedef struct LiteRtOptionsT* LiteRtOptions;
 typedef struct LiteRtCompiledModelT* LiteRtCompiledModel;
 typedef struct LiteRtTensorBufferT* LiteRtTensorBuffer;
@@ -71,6 +72,14 @@ typedef struct {
 } LiteRtQuantizationPerTensor;
 static_assert(sizeof(LiteRtQuantizationPerTensor) == 16, "LiteRtQuantizationPerTensor differs from LiteRT's");
 
+// A tensor's producer (litert_model_types.h); op codes share TfLite's builtin numbers (litert_op_code.h).
+typedef struct {
+  LiteRtOp op;
+  LiteRtParamIndex op_output_index;
+} LiteRtTensorDefiningOp;
+typedef int LiteRtOpCode;
+enum { kLiteRtOpCodeTflIf = 118, kLiteRtOpCodeTflWhile = 119 };
+
 typedef enum {
   kLiteRtQuantizationNone = 0,
   kLiteRtQuantizationPerTensor = 1,
@@ -96,6 +105,8 @@ LiteRtStatus LiteRtGetSignatureOutputTensorByIndex(LiteRtSignature signature, Li
 LiteRtStatus LiteRtGetTensorName(LiteRtTensor tensor, const char** name);
 LiteRtStatus LiteRtGetTensorTypeId(LiteRtTensor tensor, LiteRtTensorTypeId* type_id);
 LiteRtStatus LiteRtGetRankedTensorType(LiteRtTensor tensor, LiteRtRankedTensorType* ranked_tensor_type);
+LiteRtStatus LiteRtGetTensorDefiningOp(LiteRtTensor tensor, bool* has_defining_op, LiteRtTensorDefiningOp* defining_op);
+LiteRtStatus LiteRtGetOpCode(LiteRtOp op, LiteRtOpCode* code);
 LiteRtStatus LiteRtGetQuantizationTypeId(LiteRtTensor tensor, LiteRtQuantizationTypeId* q_type_id);
 LiteRtStatus LiteRtGetPerTensorQuantization(LiteRtTensor tensor, LiteRtQuantizationPerTensor* per_tensor);
 

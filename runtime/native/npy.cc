@@ -118,7 +118,8 @@ class HeaderParser {
 
 }  // namespace
 
-Array read_npy(const std::string& path, const std::function<void(const Array&)>& check) {
+TensorMeta read_npy(const std::string& path, const std::function<void(const TensorMeta&)>& check,
+                    const std::function<void*(const TensorMeta&)>& dest) {
   Fd fd = open_user_file(path);
   uint64_t size = file_size(fd.get());
   std::string head = read_range(fd.get(), 0, std::min<uint64_t>(size, 12), path);
@@ -138,7 +139,7 @@ Array read_npy(const std::string& path, const std::function<void(const Array&)>&
   if (hlen > kMaxHeader || hstart + hlen > size) throw Error(path + ": truncated or oversized .npy header");
   std::string text = read_range(fd.get(), hstart, hlen, path);
   Header h = HeaderParser(text, path).parse();
-  Array a;
+  TensorMeta a;
   a.dtype = dtype_by_descr(h.descr);
   if (!a.dtype) throw Error(path + ": dtype '" + h.descr + "' is not supported (little-endian numeric or bool only)");
   a.shape = h.shape;
@@ -150,12 +151,11 @@ Array read_npy(const std::string& path, const std::function<void(const Array&)>&
   if (size - hstart - hlen != want)
     throw Error(path + ": holds " + std::to_string(size - hstart - hlen) + " bytes of data, the header's shape " +
                 shape_str(a.shape) + " needs " + std::to_string(want));
-  std::string data = read_range(fd.get(), hstart + hlen, want, path);
-  a.data.assign(data.begin(), data.end());
+  read_into(fd.get(), hstart + hlen, want, dest(a), path);
   return a;
 }
 
-std::string npy_bytes(const Array& a) {
+std::string npy_header(const TensorMeta& a) {
   std::string dict = std::string("{'descr': '") + a.dtype->descr + "', 'fortran_order': False, 'shape': " +
                      shape_str(a.shape) + ", }";
   // numpy pads with spaces so that magic + length + header + '\n' is a multiple of 64.
@@ -168,7 +168,6 @@ std::string npy_bytes(const Array& a) {
   out += static_cast<char>(dict.size() & 0xff);
   out += static_cast<char>(dict.size() >> 8);
   out += dict;
-  out.append(reinterpret_cast<const char*>(a.data.data()), a.data.size());
   return out;
 }
 

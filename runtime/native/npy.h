@@ -8,12 +8,13 @@
 
 namespace tflc {
 
-// The array in `path`. Its header is checked (magic, version, descr, C order, shape), then handed to
-// `check` (dtype and shape set, no data) before any data is read; the data size must then equal
-// shape x item size exactly.
-Array read_npy(const std::string& path, const std::function<void(const Array&)>& check);
+// Reads the array in `path`: its header is checked (magic, version, descr, C order, shape) and handed to
+// `check` before any data is read; the data size must equal shape x item size exactly, and is read into
+// the memory `dest` returns for it (meta.bytes() long).
+TensorMeta read_npy(const std::string& path, const std::function<void(const TensorMeta&)>& check,
+                    const std::function<void*(const TensorMeta&)>& dest);
 
-// The bytes of an .npy (format 1.0) holding `a`, as numpy.save writes it.
-std::string npy_bytes(const Array& a);
+// The header of an .npy (format 1.0) for such an array, as numpy.save writes it; the data follows it.
+std::string npy_header(const TensorMeta& meta);
 
 }  // namespace tflc

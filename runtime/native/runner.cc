@@ -70,19 +70,29 @@ std::map<std::string, std::string> assign_inputs(const std::vector<std::string>&
   return named;
 }
 
-// The model inputs, read and checked against the manifest (dtype and shape exactly: no conversion).
-std::map<std::string, Array> read_inputs(const std::map<std::string, std::string>& files, const Manifest& m) {
-  std::map<std::string, Array> values;
+// The model inputs, checked against the manifest (dtype and shape exactly: no conversion) from their
+// headers, then read straight into LiteRT buffers.
+std::map<std::string, Value> read_inputs(LiteRtEnvironment env, const std::map<std::string, std::string>& files,
+                                         const Manifest& m) {
+  std::map<std::string, Value> values;
   for (const TensorSpec& t : m.inputs) {
     const std::string& path = files.at(t.name);
-    Array a = read_npy(path, [&](const Array& h) {
+    Value v;
+    auto check = [&](const TensorMeta& h) {
       if (h.shape != t.shape)
         throw Error("input '" + t.name + "' (" + path + "): shape " + shape_str(t.shape) + " expected, got " +
                     shape_str(h.shape));
       if (h.dtype != t.dtype)
         throw Error("input '" + t.name + "' (" + path + "): dtype " + t.dtype->name + " expected, got " + h.dtype->name);
+    };
+    std::unique_ptr<Locked> lock;
+    read_npy(path, check, [&](const TensorMeta& h) {
+      v = make_value(env, h, "input '" + t.name + "'");
+      lock = std::make_unique<Locked>(v.buf.get(), kLiteRtTensorBufferLockModeWrite, "input '" + t.name + "'");
+      return lock->addr();
     });
-    values[t.name] = std::move(a);
+    lock.reset();
+    values.emplace(t.name, std::move(v));
   }
   return values;
 }
@@ -148,15 +158,16 @@ void run(const Request& req) {
   Clock::time_point t0 = Clock::now();
   Fd dirfd = open_folder(req.build_dir);
   Manifest m = load_manifest(dirfd.get(), req.build_dir);
-  std::map<std::string, Array> values = read_inputs(assign_inputs(req.inputs, m), m);
+  std::map<std::string, std::string> files = assign_inputs(req.inputs, m);
+  Environment env = make_environment();
+  MemSample baseline = read_memory();
+  std::map<std::string, Value> values = read_inputs(env.get(), files, m);  // destroyed before env
   prepare_output_dir(req.output_dir);
   // Every stage file must be there before the first one runs (its hash is checked right before it loads).
   for (const Stage& st : m.stages) open_member(dirfd.get(), st.file, req.build_dir + "/" + st.file);
   std::set<std::string> kept;
   for (const TensorSpec& t : m.outputs) kept.insert(t.source->key());
 
-  Environment env = make_environment();
-  MemSample baseline = read_memory();
   json stages = json::array();
   MemSample at_peak = baseline;
   int64_t peak_stage = -1;
@@ -177,7 +188,7 @@ void run(const Request& req) {
     double load_s = seconds_since(ts);
     match(stage.inputs(), st.inputs, label, "input");
     match(stage.outputs(), st.outputs, label, "output");
-    std::vector<const Array*> in;
+    std::vector<LiteRtTensorBuffer> in;
     for (const Port& p : stage.inputs()) {
       const TensorSpec* spec = nullptr;
       for (const TensorSpec& t : st.inputs)
@@ -185,14 +196,15 @@ void run(const Request& req) {
       if (!spec) throw Error(label + " has an input tensor '" + p.name + "' the manifest does not name");
       auto it = values.find(spec->source->key());
       if (it == values.end()) throw Error(label + ": input '" + p.name + "' was dropped before this stage");
-      if (it->second.dtype != p.dtype || it->second.shape != p.shape)
-        throw Error(label + ": input '" + p.name + "' gets " + describe(it->second.dtype, it->second.shape) +
-                    " from '" + spec->source->key() + "' but the stage needs " + describe(p.dtype, p.shape));
-      in.push_back(&it->second);
+      const TensorMeta& have = it->second.meta;
+      if (have.dtype != p.dtype || have.shape != p.shape)
+        throw Error(label + ": input '" + p.name + "' gets " + describe(have.dtype, have.shape) + " from '" +
+                    spec->source->key() + "' but the stage needs " + describe(p.dtype, p.shape));
+      in.push_back(it->second.buf.get());
     }
     Clock::time_point tr = Clock::now();
     progress(req, "run", st);
-    std::vector<Array> outs = stage.run(in);
+    std::vector<Value> outs = stage.run(in);
     double run_s = seconds_since(tr);
     // Sampled while the stage is still loaded (weights mapped, arena allocated) and its outputs and the
     // live handoff tensors are held: this stage's high point.
@@ -224,7 +236,9 @@ void run(const Request& req) {
     std::string stem = output_file_stem(t.name);
     if (!stems.insert(stem).second) stem += "_" + std::to_string(i);  // two names that sanitize alike
     stems.insert(stem);
-    write_atomic(req.output_dir + "/" + stem + ".npy", npy_bytes(values.at(t.source->key())));
+    const Value& v = values.at(t.source->key());
+    Locked lock(v.buf.get(), kLiteRtTensorBufferLockModeRead, "output '" + t.name + "'");
+    write_atomic(req.output_dir + "/" + stem + ".npy", npy_header(v.meta), lock.addr(), v.meta.bytes());
   }
   MemSample end = read_memory();
   json stats = {{"peak_vmhwm_bytes", std::max(hwm, end.vm_hwm)},
