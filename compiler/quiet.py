@@ -6,7 +6,7 @@ the converter's I/W lines, LiteRT's "INFO: Created TensorFlow Lite XNNPACK deleg
 TF_CPP_MIN_LOG_LEVEL does not reach absl's early logging, LiteRT reads no variable for its log level,
 and TF_ENABLE_ONEDNN_OPTS=0 would silence oneDNN only by changing the kernels (and the numerics the
 converter oracle is compared with). So the lines are sorted at fd 2 itself: `filtered_stderr()` points
-fd 2 at a pipe whose reader thread forwards every line except library INFO/WARNING lines, while
+fd 2 at a spool file whose reader thread forwards every line except library INFO/WARNING lines, while
 Python's `sys.stderr` keeps the real stderr, so tflc's own lines (progress, errors) go out directly and
 a terminal is still seen as one. Errors from the libraries (absl E/F lines, "ERROR: ...") pass.
 
@@ -16,10 +16,12 @@ Imports only the standard library: the runtime uses it too.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
 import sys
+import tempfile
 import threading
 import warnings
 from typing import Iterator
@@ -73,23 +75,27 @@ def setup(verbose: bool) -> None:
 
 @contextlib.contextmanager
 def filtered_stderr(enabled: bool = True) -> Iterator[None]:
-    """While inside, native writes to fd 2 pass through `library_noise`; sys.stderr writes directly."""
+    """While inside, native writes to fd 2 pass through `library_noise`; sys.stderr writes directly.
+
+    fd 2 points at an unlinked spool file, not a pipe: C++ code that writes to stderr while holding the
+    GIL (the converter's diagnostics can be megabytes) would block forever on a full pipe whose reader
+    is a Python thread waiting for that GIL. A file never blocks the writer; the reader follows it."""
     global _active
     if not enabled:
         yield
         return
     sys.stderr.flush()
     real = os.dup(2)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
+    spool = tempfile.TemporaryFile(prefix="tflc-stderr-")
+    fcntl.fcntl(spool.fileno(), fcntl.F_SETFL, fcntl.fcntl(spool.fileno(), fcntl.F_GETFL) | os.O_APPEND)
+    os.dup2(spool.fileno(), 2)  # child processes inherit it: their library lines are sorted too
+    follower = _Follower(spool.fileno(), real)
     old_stderr = sys.stderr
     if _writes_fd2(old_stderr):  # else the caller redirected sys.stderr (tests, an embedding program): keep it
-        sys.stderr = open(real, "w", buffering=1, encoding=getattr(old_stderr, "encoding", None) or "utf-8",
-                          errors="backslashreplace", closefd=False)
-    # The reader owns its own copy of the real stderr: a child process still holding the pipe may
-    # outlive the join below, and must not find a closed (or reused) descriptor.
-    thread = threading.Thread(target=_forward, args=(read_end, os.dup(real)), daemon=True, name="tflc-stderr")
+        sys.stderr = _Ordered(open(real, "w", buffering=1, errors="backslashreplace", closefd=False,
+                                   encoding=getattr(old_stderr, "encoding", None) or "utf-8"), follower)
+    stop = threading.Event()
+    thread = threading.Thread(target=follower.follow, args=(stop,), daemon=True, name="tflc-stderr")
     thread.start()
     _active = True
     try:
@@ -100,9 +106,11 @@ def filtered_stderr(enabled: bool = True) -> Iterator[None]:
         if sys.stderr is not old_stderr:
             sys.stderr.close()  # our wrapper (closefd=False): `real` stays open until below
         sys.stderr = old_stderr
-        os.dup2(real, 2)  # closes the pipe's last write end here; the reader sees EOF once children exit
-        thread.join(timeout=2.0)
+        os.dup2(real, 2)
+        stop.set()
+        thread.join()  # it drains what was written, then returns
         os.close(real)
+        spool.close()
 
 
 def _writes_fd2(stream) -> bool:
@@ -112,27 +120,53 @@ def _writes_fd2(stream) -> bool:
         return False
 
 
-def _forward(read_end: int, out: int) -> None:
-    pending = b""
-    depth = 0  # muted() blocks open
+class _Follower:
+    """Reads the spool file from its start and writes the lines to keep to the real stderr."""
 
-    def keep(line: bytes) -> bool:
-        nonlocal depth
-        if line == _MUTE or line == _UNMUTE:
-            depth = max(0, depth + (1 if line == _MUTE else -1))
+    def __init__(self, spool: int, out: int):
+        self.spool, self.out = spool, out
+        self.offset, self.pending, self.depth = 0, b"", 0  # depth: muted() blocks open
+        self.lock = threading.Lock()
+
+    def follow(self, stop: threading.Event) -> None:
+        while not stop.wait(0.05):
+            self.drain()
+        self.drain(final=True)  # everything written before stop is in the file
+
+    def drain(self, final: bool = False) -> None:
+        with self.lock:
+            while chunk := os.pread(self.spool, 1 << 20, self.offset):
+                self.offset += len(chunk)
+                lines = (self.pending + chunk).split(b"\n")
+                self.pending = lines.pop()
+                _write(self.out, [ln for ln in lines if self.keep(ln)])
+            if final and self.pending and self.keep(self.pending):
+                _write(self.out, [self.pending])
+
+    def keep(self, line: bytes) -> bool:
+        if line in (_MUTE, _UNMUTE):
+            self.depth = max(0, self.depth + (1 if line == _MUTE else -1))
             return False
-        return bool(_FATAL.match(line)) if depth else not library_noise(line)
-
-    with open(read_end, "rb", buffering=0) as pipe, open(out, "wb", buffering=0) as sink:
-        while chunk := pipe.read(65536):
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            _write(sink, [ln for ln in lines if keep(ln)])
-        if pending and keep(pending):
-            _write(sink, [pending])
+        return bool(_FATAL.match(line)) if self.depth else not library_noise(line)
 
 
-def _write(sink, lines: list[bytes]) -> None:
-    if lines:
-        with contextlib.suppress(OSError):
-            sink.write(b"\n".join(lines) + b"\n")
+class _Ordered:
+    """sys.stderr while filtering: the library lines written so far go out before each of tflc's writes,
+    so stderr keeps the order in which things happened."""
+
+    def __init__(self, stream, follower: _Follower):
+        self._stream, self._follower = stream, follower
+
+    def write(self, text: str) -> int:
+        self._follower.drain()
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _write(fd: int, lines: list[bytes]) -> None:
+    data = b"\n".join(lines) + b"\n" if lines else b""
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(fd, data):]

@@ -85,7 +85,31 @@ def test_filtered_stderr_drops_library_logs_at_fd_2(enabled):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     if enabled:
-        assert sorted(lines) == sorted(KEPT + [b"tflc's own line", b"F0000 00:00:1.5 1 x.cc:1] fatal, kept while muted",
-                                               b"ERROR: child", b"after"])
+        # In the order written: library lines before tflc's own line come out before it.
+        assert lines == KEPT + [b"tflc's own line", b"F0000 00:00:1.5 1 x.cc:1] fatal, kept while muted",
+                                b"ERROR: child", b"after"]
     else:  # --verbose: everything, muted blocks included
         assert all(line in lines for line in NOISE + KEPT) and any(b"neither a custom op" in ln for ln in lines)
+
+
+_GIL_CHILD = textwrap.dedent("""
+    import ctypes, sys
+    from compiler import quiet
+    libc = ctypes.PyDLL(None)  # keeps the GIL during write(), as a C++ extension that does not release it
+    kept = b"ERROR: kept line\\n" * 20000                              # 340 KB, far above a pipe's 64 KiB
+    dump = b"loc(x): error: " + b"m" * 200 + b"\\n"
+    with quiet.filtered_stderr():
+        assert libc.write(2, kept, len(kept)) == len(kept)
+        with quiet.muted():
+            assert libc.write(2, dump * 5000, len(dump) * 5000) == len(dump) * 5000
+        print("done", file=sys.stderr)
+""")
+
+
+def test_megabytes_written_while_holding_the_gil_do_not_block():
+    """The converter dumps its MLIR module to stderr from C++; a full pipe read by a Python thread would
+    deadlock on the GIL. All of it arrives (or is muted), and nothing hangs."""
+    proc = subprocess.run([sys.executable, "-c", _GIL_CHILD], cwd=REPO, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    lines = proc.stderr.splitlines()
+    assert lines.count(b"ERROR: kept line") == 20000 and lines[-1] == b"done" and len(lines) == 20001
