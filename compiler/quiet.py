@@ -84,9 +84,13 @@ def filtered_stderr(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
+    try:
+        spool = tempfile.TemporaryFile(prefix="tflc-stderr-")
+    except OSError:  # no writable temp folder: unfiltered is better than not running
+        yield
+        return
     sys.stderr.flush()
     real = os.dup(2)
-    spool = tempfile.TemporaryFile(prefix="tflc-stderr-")
     fcntl.fcntl(spool.fileno(), fcntl.F_SETFL, fcntl.fcntl(spool.fileno(), fcntl.F_GETFL) | os.O_APPEND)
     os.dup2(spool.fileno(), 2)  # child processes inherit it: their library lines are sorted too
     follower = _Follower(spool.fileno(), real)
