@@ -10,7 +10,6 @@ SPLIT, WHILE, CALL_ONCE). `make fuzz` runs the long campaign over more seeds.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 
 from compiler.ir import flatbuffer
 from conftest import tflc
-from fuzz_campaign import STEPS, Campaign
+from fuzz_campaign import Campaign
 from test_validate import conv_model, split_model, two_ops, while_model
 
 BATCH = 25  # mutants per hypothesis example; the ci profile's 10 examples make 250 mutants

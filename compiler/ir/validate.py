@@ -30,7 +30,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from compiler.errors import FlatbufferError
-from compiler.ir.core import Model, Operator, Subgraph, Tensor, op_name
+from compiler.ir.core import Model, Operator, Subgraph, Tensor
 
 # ----------------------------------------------------------------------------------------- size bound
 
