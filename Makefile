@@ -9,7 +9,7 @@ OUT ?= build/$(MODEL)
 PIPELINE ?=
 BENCH_MODEL ?= contect
 
-.PHONY: setup setup-test compile test test-fast test-corpus lint bench clean help
+.PHONY: setup setup-test compile test test-fast test-corpus lint bench fuzz clean help
 
 help:
 	@echo "make compile MODEL=<fixture> [PIPELINE=...] [OUT=build/<fixture>]   compile a fixture into a build folder"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-fast                                                    IR-only tests (no TensorFlow), seconds"
 	@echo "make test-corpus [EXAMPLES=20]                                    corpus property tests, full matrix, larger draw"
 	@echo "make bench [BENCH_MODEL=contect|contect-small]                    memory/time benchmarks"
+	@echo "make fuzz [FUZZ_N=10000]                                          fuzz campaign: mutants through inspect/compile/run"
 	@echo "make setup                                                        create .venv (idempotent)"
 	@echo "make native                                                       build runtime/native/build/tflc-run (C++ runner)"
 
@@ -63,6 +64,12 @@ test-corpus: setup-test
 
 bench: setup-test
 	$(BIN)/python -m bench --model $(BENCH_MODEL)
+
+# Structure-aware mutants of the fixtures' stage files and the MediaPipe models through tflc inspect,
+# compile and run (not part of make test); fails unless signal deaths, hangs and tracebacks are all 0.
+FUZZ_N ?= 10000
+fuzz: setup-test
+	$(BIN)/python runtime_tests/fuzz_campaign.py --n $(FUZZ_N)
 
 clean:
 	rm -rf build .pytest_cache .hypothesis
