@@ -362,3 +362,47 @@ def test_output_names_are_sanitized_as_documented(runner, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_.hidden.npy", "out_sum_0.npy"]
     assert np.load(tmp_path / "out" / "out_sum_0.npy").tobytes() == (x + y).tobytes()
     assert np.load(tmp_path / "out" / "_.hidden.npy").tobytes() == (x * y).tobytes()
+
+
+def test_manifest_rules_agree_with_the_python_runtime(runner, staged, tmp_path):
+    """300 seeded mutants of a real manifest (a field replaced by another kind, sign or size, or deleted):
+    the native runner refuses exactly those that compiler/manifest.py refuses. (Known difference: Python
+    also takes `"format": true`, which the schema's `"const": 1` and tflc-run refuse; not drawn here.)"""
+    import copy
+    import random
+
+    from compiler.errors import BuildFolderError
+    from compiler.manifest import parse
+
+    base = json.loads((staged / "manifest.json").read_text())
+
+    def paths(o, at=()):
+        if at:
+            yield at
+        items = o.items() if isinstance(o, dict) else enumerate(o) if isinstance(o, list) else ()
+        for k, v in items:
+            yield from paths(v, at + (k,))
+
+    every = list(paths(base))
+    values = [None, -1, 0, 1, 2**31, 2**62, 2**63, 1.5, "", "x", "../x", "/etc/passwd", "\0", [], {}, False,
+              [-1], {"model_input": "spec_0"}, _DELETE]
+    rng = random.Random(0)
+    refused = 0
+    for _ in range(300):
+        m = copy.deepcopy(base)
+        path, value = rng.choice(every), rng.choice(values)
+        _set(list(path), value)(m)
+        text = json.dumps(m)
+        (staged / "manifest.json").write_text(text)
+        try:
+            parse(text, "manifest.json")
+            python_ok = True
+        except BuildFolderError:
+            python_ok = False
+        proc = subprocess.run([str(runner), str(staged), "--output", str(tmp_path / "out")], capture_output=True,
+                              text=True, timeout=60)
+        native_ok = "manifest.json: " not in proc.stderr
+        assert python_ok == native_ok, (path, value, proc.stderr)
+        assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1  # no inputs given: never runs
+        refused += not python_ok
+    assert 100 < refused < 300  # both kinds were drawn

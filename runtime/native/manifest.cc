@@ -333,7 +333,8 @@ Manifest parse_manifest(const std::string& text, const std::string& where) {
   Check c(where);
   c.obj(d, "manifest");
   const json& format = get(d, "format");
-  if (!format.is_number_integer() || format.get<int64_t>() != 1) c.fail("format", "not a tflc manifest of format 1");
+  // The schema's `"const": 1`: the number 1 (1.0 too), not `true`.
+  if (!format.is_number() || format.get<double>() != 1.0) c.fail("format", "not a tflc manifest of format 1");
   c.keys(d, "manifest", {"format", "inputs", "outputs", "stages"}, {}, /*open=*/true);
   Manifest m;
   m.inputs = read_tensors(d["inputs"], c, "inputs", false);
