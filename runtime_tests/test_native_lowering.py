@@ -409,3 +409,25 @@ def test_random_stacks_match_keras(data):
                                rng.normal(0, 0.3, v.shape).astype(np.float32)
                                for i, v in enumerate(layer.get_weights())])
     check(model, seed=data.draw(st.integers(0, 100)))
+
+
+def test_int8_dynamic_gives_the_fused_lstm_hybrid_int8_weights():
+    """LiteRT's hybrid LSTM kernel: 8 int8 gate matrices (one scale each), float biases and states, v3
+    (asymmetric inputs); the result stays close to the float build."""
+    from compiler import pipeline
+    from compiler.passes import PassContext
+
+    model = _model(lambda L, x: L.LSTM(16, name="l2")(L.LSTM(24, return_sequences=True, name="l1")(x)), (6, 16))
+    floats = native.lower(model)
+    hybrid = pipeline.run(native.lower(model), pipeline.parse("quantize{mode=int8-dynamic}"), PassContext())
+    lstms = [op for op in hybrid.main.operators if op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM"]
+    assert len(lstms) == 2
+    for op in lstms:
+        assert op.version == 3 and op.options.asymmetricQuantizeInputs
+        ws = op.inputs[1:9]
+        assert all(t.dtype == np.int8 and len(t.quantization.scale) == 1 for t in ws)
+        assert all(t.dtype == np.float32 for t in op.inputs[12:16])
+    x = _inputs(model, 1)
+    want, got = run(floats, x)["l2"], run(hybrid, x)["l2"]
+    assert not np.array_equal(want, got)  # really quantized
+    np.testing.assert_allclose(got, want, atol=0.02)

@@ -9,7 +9,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from compiler.ir import Model, Operator, Subgraph, Tensor
-from compiler.quant import graph, kernels, names
+from compiler.quant import graph, kernels, lstm, names
 from compiler.quant.numerics import symmetric_weights
 
 OP = schema.BuiltinOperator
@@ -91,12 +91,19 @@ def hybrid_int8(model: Model, keep_float: KeepFloat, *, per_channel: bool = True
     float16 weights that stay float16 (read by ops without a hybrid kernel, small, or kept float)."""
     decisions: Counter = Counter()
     cache: dict[tuple, Tensor] = {}  # (id(float weight), axis) -> int8 weight
+    lstm_cache: dict[int, Tensor] = {}  # id(float LSTM weight) -> int8 weight
     left = 0
     for sg in subgraphs or model.subgraphs:
         halves = half_weights(sg)
         floats: dict[int, Tensor] = {}  # id(float16 bias) -> its float32 constant
         replaced: list[Tensor] = []
         for op in sg.operators:
+            if op.builtin_code in lstm.HYBRID and lstm.quantizable(op):  # fused LSTMs: all weights or none
+                if keep_float(sg, op):
+                    decisions[f"{op.name}:float"] += 1
+                else:
+                    lstm.hybrid(sg, op, lstm_cache, min_elements, decisions, replaced)
+                continue
             spec = kernels.WEIGHTS.get(op.builtin_code) or kernels.HYBRID_ONLY.get(op.builtin_code)
             if spec is None or len(op.inputs) <= spec.index:
                 continue
