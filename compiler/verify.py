@@ -1,8 +1,11 @@
 """`tflc verify`: accuracy and fidelity of a build folder against the float Keras model.
 
-The build runs in the real staged runtime (`compiler.runtime.StagedModel`), one example at a time
-(builds have a fixed batch). The reference is the fixture's Keras model (the fixture named by
-`--data fixtures:NAME` or by the manifest), or `reference_<output>` arrays in a data .npz.
+The build runs in the real staged runtime (`compiler.runtime.StagedModel`) in batches of the build's
+batch (a trailing partial batch is padded with copies of its last example, and the padding's outputs
+dropped). Each input is fed in the dtype the manifest gives it: integer inputs (token ids) stay
+integers; float data for a quantized input is quantized by the runtime. The reference is, first found,
+`reference_<output>` arrays in a data .npz, the Keras model of `--data fixtures:NAME`, or the build's
+recorded source (fixture, .keras/.h5, SavedModel) after checking its sha256.
 
 Per-layer localization (single-stage builds) compares the build with a float reference build, tensor
 by tensor: `--reference DIR` (a single-stage build, e.g. the same pipeline without quantize), or else
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.errors import TflcError, UsageError
+from compiler.errors import SourceError, TflcError, UsageError
 
 EPS = 1e-30
 
@@ -60,7 +63,8 @@ def _finite(x: float) -> float | None:
 # ---------------------------------------------------------------------------------------- data
 
 def _load_data(data: str, manifest: dict, limit: int | None):
-    """(inputs by name (N, ...), labels or None, references by output name or None, fixture or None)."""
+    """(inputs by name (N, ...) in the dtypes the build takes, labels or None, references by output name
+    or None, the fixture named by `--data fixtures:NAME` or None)."""
     fixture = None
     refs = None
     if data.startswith("fixtures:") or data.startswith("fixture:"):
@@ -80,10 +84,6 @@ def _load_data(data: str, manifest: dict, limit: int | None):
         labels = arrays.pop("labels", None)
         refs = {k[len("reference_"):]: v for k, v in arrays.items() if k.startswith("reference_")} or None
         inputs = {k: v for k, v in arrays.items() if not k.startswith("reference_")}
-        if refs is None and manifest.get("fixture"):
-            import fixtures
-
-            fixture = fixtures.get(manifest["fixture"])
     names = [i["name"] for i in manifest.get("inputs", [])]
     missing = [n for n in names if n not in inputs]
     if missing:
@@ -92,48 +92,215 @@ def _load_data(data: str, manifest: dict, limit: int | None):
     n = min(len(inputs[k]) for k in names)
     if limit:
         n = min(n, limit)
-    inputs = {k: np.asarray(inputs[k][:n], np.float32) for k in names}
+    if n < 1:
+        raise UsageError(f"--data {data}: no examples (the input arrays are empty)")
+    inputs = {t["name"]: _as_input(inputs[t["name"]][:n], t, data) for t in manifest["inputs"]}
     if labels is not None:
-        labels = np.asarray(labels)[:n]
+        labels = np.asarray(labels)
+        if labels.ndim == 0 or len(labels) < n:
+            raise UsageError(f"--data {data}: 'labels' has {labels.size if labels.ndim == 0 else len(labels)} "
+                             f"entries for {n} examples")
+        labels = labels[:n]
     if refs is not None:
+        short = [k for k, v in refs.items() if np.ndim(v) == 0 or len(v) < n]
+        if short:
+            raise UsageError(f"--data {data}: reference_{short[0]} has fewer entries than the {n} examples")
         refs = {k: np.asarray(v)[:n] for k, v in refs.items()}
-    elif fixture is None:
-        raise UsageError(f"no float reference for {data}: the manifest names no fixture and the .npz has no "
-                         "reference_<output> arrays; add them or use --data fixtures:NAME")
     return inputs, labels, refs, fixture
 
 
-def _keras_reference(fixture, inputs: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
-    """The fixture's float Keras model on all examples (batched, so this takes seconds)."""
+def _as_input(a, spec: dict, data: str) -> np.ndarray:
+    """One input array in the dtype the build takes. Float data for a quantized integer input stays
+    float (the runtime quantizes it with the input's scale; the float reference needs the floats);
+    integer inputs without a scale (token ids, indices) are never cast to float: float data for them
+    must hold whole numbers in the dtype's range."""
+    from compiler.affine import params
+
+    a = np.asarray(a)
+    want = np.dtype(spec["dtype"])
+    what = f"--data {data}: input {spec['name']!r}"
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise UsageError(f"{what}: expected numbers ({want}), got dtype {a.dtype}")
+    if np.issubdtype(want, np.floating):
+        return a.astype(want)
+    if np.issubdtype(a.dtype, np.floating):
+        if params(spec.get("quantization")) is not None:
+            return a.astype(np.float32)
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise UsageError(f"{what}: the build takes {want} (e.g. token ids) and the data holds non-integer "
+                             "values; save the array as integers")
+    if want != np.bool_ and a.size:
+        info = np.iinfo(want)
+        if a.min() < info.min or a.max() > info.max:
+            raise UsageError(f"{what}: values {a.min()}..{a.max()} do not fit the build's {want}")
+    return a.astype(want)
+
+
+def _pad(x: np.ndarray, batch: int) -> np.ndarray:
+    """`x` with its last example repeated up to `batch` rows (a trailing partial batch)."""
+    short = batch - len(x)
+    return x if short <= 0 else np.concatenate([x, np.repeat(x[-1:], short, axis=0)])
+
+
+def _batches(n: int, batch: int):
+    """(start, kept rows) of each batch over n examples; the last may be partial (padded, then trimmed)."""
+    for start in range(0, n, batch):
+        yield start, min(batch, n - start)
+
+
+# ---------------------------------------------------------------------------------------- reference
+
+def _source_kind(manifest: dict) -> str:
+    """How the float reference can be made from the recorded source: fixture | keras | savedmodel |
+    tflite | none. A file source that is gone or changed since the build is one SourceError line,
+    checked here (no TensorFlow yet), before the build runs."""
+    spec = manifest.get("source")
+    if not spec:
+        return "none"
+    if spec.startswith(("fixtures:", "fixture:")):
+        return "fixture"
+    path = Path(spec)
+    if path.suffix == ".tflite":
+        return "tflite"
+    kind = "savedmodel" if path.suffix not in (".keras", ".h5") else "keras"
+    if not path.exists():
+        raise SourceError(f"{spec}: the build's source is gone (moved or deleted since it was compiled); give "
+                          "reference_<output> arrays in the .npz, or recompile")
+    from compiler.frontend import source_digest
+
+    have, want = source_digest(path), manifest.get("source_sha256")
+    if want and have != want:
+        raise SourceError(f"{spec}: the build's source changed since it was compiled (sha256 {have[:12]}, "
+                          f"recorded {want[:12]}): recompile, or give reference_<output> arrays in the .npz")
+    return kind
+
+
+def _no_reference(data: str, kind: str) -> UsageError:
+    why = {"tflite": "the build was compiled from a .tflite file (no float model to compare with)",
+           "none": "the manifest records no source"}[kind]
+    return UsageError(f"no float reference for {data}: {why}; add reference_<output> arrays to the .npz "
+                      "or use --data fixtures:NAME")
+
+
+def _reference(kind: str, fixture, manifest: dict, inputs: dict[str, np.ndarray], imports=(), unsafe=False):
+    """(outputs by name, what they came from) of the float model: the --data fixture's Keras model, or
+    the build's recorded source (fixture, .keras/.h5, SavedModel)."""
+    names = [o["name"] for o in manifest["outputs"]]
+    if fixture is not None or kind == "fixture":
+        import fixtures
+
+        fx = fixture or fixtures.get(manifest["source"].split(":", 1)[1])
+        try:
+            model = fx.build(batch_size=None)  # any batch: the reference runs in large batches
+        except TypeError:
+            model = fx.build()
+        return _keras_outputs(model, inputs, names), f"Keras model of fixture {fx.name}"
+    if kind == "keras":
+        from compiler.frontend import reload_keras
+
+        model = reload_keras(manifest, imports, unsafe)
+        return _keras_outputs(model, inputs, names), f"Keras model {manifest['source']}"
+    return _saved_model_outputs(manifest["source"], inputs, names), f"SavedModel {manifest['source']}"
+
+
+def _structure(model, which: str):
+    """What a Keras model is called with / returns (`model.input`), else its flat list."""
     try:
-        model = fixture.build(batch_size=None)
-    except TypeError:
-        model = fixture.build()
-    x = [inputs[i.name.split(":")[0]] if i.name.split(":")[0] in inputs else inputs[n]
-         for i, n in zip(model.inputs, inputs)]
-    batch = 1 if model.inputs[0].shape[0] is not None else 100
-    out = model.predict(x if len(x) > 1 else x[0], batch_size=batch, verbose=0)
-    outs = out if isinstance(out, (list, tuple)) else [out]
-    return {name: np.asarray(o, np.float32) for name, o in zip(output_names, outs)}
+        return getattr(model, which)
+    except (AttributeError, ValueError):
+        flat = list(getattr(model, which + "s"))
+        return flat[0] if len(flat) == 1 else flat
+
+
+def _by_name(flat_names: list[str], wanted: list[str], what: str) -> list[int]:
+    """Positions of `wanted` in `flat_names`; by position when the names differ but the counts agree."""
+    if set(wanted) <= set(flat_names):
+        return [flat_names.index(n) for n in wanted]
+    if len(wanted) == len(flat_names):
+        return list(range(len(wanted)))
+    raise UsageError(f"the float model's {what} ({', '.join(flat_names)}) do not match the build's "
+                     f"({', '.join(wanted)}): recompile the build from it")
+
+
+def _keras_outputs(model, inputs: dict[str, np.ndarray], out_names: list[str]) -> dict[str, np.ndarray]:
+    """The Keras model on all examples, in batches (its own batch if it has a fixed one, padded at the
+    end), fed and read in Keras's flattening order under the build's names."""
+    import keras
+
+    from compiler.frontend import io_names
+
+    in_flat, out_flat = io_names(model)
+    order = _by_name(in_flat, list(inputs), "inputs")
+    arrays = [None] * len(in_flat)
+    for pos, name in zip(order, inputs):
+        arrays[pos] = inputs[name]
+    pick = _by_name(out_flat, out_names, "outputs")
+    fixed = model.inputs[0].shape[0] if model.inputs and model.inputs[0].shape else None
+    batch = int(fixed) if fixed else 64
+    n = len(arrays[0])
+    outs: list[list[np.ndarray]] = [[] for _ in out_names]
+    struct = _structure(model, "input")
+    for start, keep in _batches(n, batch):
+        chunk = [_pad(a[start:start + batch], batch) if fixed else a[start:start + batch] for a in arrays]
+        y = keras.tree.flatten(model(keras.tree.pack_sequence_as(struct, chunk), training=False))
+        for k, pos in enumerate(pick):
+            outs[k].append(np.asarray(keras.ops.convert_to_numpy(y[pos]), np.float32)[:keep])
+    return {name: np.concatenate(o) for name, o in zip(out_names, outs)}
+
+
+def _saved_model_outputs(path: str, inputs: dict[str, np.ndarray], out_names: list[str]) -> dict[str, np.ndarray]:
+    """The SavedModel's serving_default on all examples (its keyword names are the build's input names)."""
+    from compiler.frontend import reason
+
+    import tensorflow as tf
+
+    try:
+        fn = tf.saved_model.load(path).signatures["serving_default"]
+    except Exception as e:  # noqa: BLE001  (TF raises many kinds for a bad folder)
+        raise SourceError(f"{path}: cannot load the SavedModel for the reference ({reason(e)})") from None
+    _, kwargs = fn.structured_input_signature
+    first = next(iter(kwargs.values()), None)
+    fixed = first.shape[0] if first is not None and first.shape.rank else None
+    batch = int(fixed) if fixed else 64
+    n = len(next(iter(inputs.values())))
+    outs: dict[str, list[np.ndarray]] = {o: [] for o in out_names}
+    for start, keep in _batches(n, batch):
+        feed = {k: tf.constant(_pad(v[start:start + batch], batch) if fixed else v[start:start + batch],
+                               dtype=kwargs[k].dtype) for k, v in inputs.items() if k in kwargs}
+        y = fn(**feed)
+        names = list(y)
+        pick = _by_name(names, out_names, "outputs")
+        for name, pos in zip(out_names, pick):
+            outs[name].append(np.asarray(y[names[pos]].numpy(), np.float32)[:keep])
+    return {k: np.concatenate(v) for k, v in outs.items()}
 
 
 # ---------------------------------------------------------------------------------------- running
 
+def _batch(manifest: dict) -> int:
+    """The build's batch: the first input's leading dimension (1 for a scalar input)."""
+    shape = manifest["inputs"][0]["shape"] if manifest["inputs"] else []
+    return max(int(shape[0]), 1) if shape else 1
+
+
 def _run_build(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The build on every example, in batches of the build's batch; a trailing partial batch is padded
+    with copies of its last example and the padding's outputs are dropped."""
+    from compiler.affine import params
     from compiler.progress import bar
     from compiler.runtime import StagedModel, dequantize
 
     model = StagedModel(build_dir)
-    batch = int(manifest["inputs"][0]["shape"][0]) if manifest["inputs"][0]["shape"] else 1
+    batch = _batch(manifest)
     n = len(next(iter(inputs.values())))
     outs: dict[str, list[np.ndarray]] = {o["name"]: [] for o in manifest["outputs"]}
-    for k in bar(range(n // batch), label="verifying"):
-        y = model({name: v[k * batch:(k + 1) * batch] for name, v in inputs.items()})
+    for start, keep in bar(list(_batches(n, batch)), label="verifying"):
+        y = model({name: _pad(v[start:start + batch], batch) for name, v in inputs.items()})
         for o in manifest["outputs"]:
             v = y[o["name"]]
-            if o.get("quantization") and np.issubdtype(v.dtype, np.integer):
+            if np.issubdtype(v.dtype, np.integer) and params(o.get("quantization")) is not None:
                 v = dequantize(v, o["quantization"])
-            outs[o["name"]].append(np.asarray(v, np.float32))
+            outs[o["name"]].append(np.asarray(v, np.float32)[:keep])
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
@@ -156,9 +323,10 @@ def _recorded(build: Path) -> dict:
     return report if isinstance(report, dict) else {}
 
 
-def _float_build(build: Path, manifest: dict) -> tuple[bytes, set[str]]:
+def _float_build(build: Path, manifest: dict, imports=(), unsafe: bool = False) -> tuple[bytes, set[str]]:
     """The float build of the manifest's source, lowered as the build was (same front-end and batch,
-    so tensor names match) with its steps minus quantize; and the Keras layer names."""
+    so tensor names match) with its steps minus quantize; and the Keras layer names. A source changed
+    since the build is refused (its tensors would not be the build's)."""
     from compiler import pipeline
     from compiler.frontend import load_source
     from compiler.ir import flatbuffer
@@ -167,7 +335,10 @@ def _float_build(build: Path, manifest: dict) -> tuple[bytes, set[str]]:
     made = _recorded(build)
     batch = made.get("batch") if isinstance(made.get("batch"), int) else None
     frontend = made.get("frontend") if made.get("frontend") in ("native", "converter") else "converter"
-    src = load_source(manifest["source"], batch=batch, frontend=frontend)
+    _source_kind(manifest)
+    src = load_source(manifest["source"], batch=batch, frontend=frontend, imports=imports, unsafe=unsafe)
+    if manifest.get("source_sha256") and src.sha256 and src.sha256 != manifest["source_sha256"]:
+        raise SourceError(f"{manifest['source']}: the build's source changed since it was compiled: recompile")
     ref = pipeline.run(src.model, float_steps(manifest.get("pipeline") or ""), PassContext(source=src))
     return flatbuffer.dumps(ref), set(src.model.keras_layers or ref.keras_layers or ())
 
@@ -199,7 +370,7 @@ def _layer(name: str, layers: set[str]) -> str | None:
 
 
 def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], examples: int = 8,
-             reference: str | os.PathLike | None = None) -> list[dict]:
+             reference: str | os.PathLike | None = None, imports=(), unsafe: bool = False) -> list[dict]:
     """SNR of every compiled main-subgraph tensor that maps to a layer, against the same tensor of a
     float reference, worst first. The reference is a single-stage build folder (`reference`) or else
     the float build of the build's source and recorded steps minus quantize. Empty for multi-stage builds.
@@ -219,7 +390,7 @@ def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], exa
         ref_bytes = _single_stage(Path(reference), read_manifest(Path(reference)))
         layers: set[str] = set()
     elif manifest.get("source"):
-        ref_bytes, layers = _float_build(build_dir, manifest)
+        ref_bytes, layers = _float_build(build_dir, manifest, imports, unsafe)
     else:
         return []
     cmodel = flatbuffer.loads(compiled)
@@ -230,8 +401,9 @@ def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], exa
     quant = {t.name: t.quantization for t in cmodel.main.tensors}
     signal: dict[str, float] = {}
     noise: dict[str, float] = {}
-    for k in range(min(examples, len(next(iter(inputs.values()))))):
-        x = {n: v[k:k + 1] for n, v in inputs.items()}
+    batch = _batch(manifest)
+    for start, _ in _batches(min(examples, len(next(iter(inputs.values())))), batch):
+        x = {n: _pad(v[start:start + batch], batch) for n, v in inputs.items()}
         a = _float_tensors(ref_bytes, x, {})
         b = _float_tensors(compiled, x, quant)
         for name, v in b.items():
@@ -273,9 +445,15 @@ def _float_tensors(model: bytes, x: dict, quant: dict) -> dict[str, np.ndarray]:
 
 def verify(build_dir: str | os.PathLike, data: str, *, max_drop: float | None = None,
            min_agreement: float | None = None, min_snr: float | None = None, limit: int | None = None,
-           layers: bool = True, reference: str | os.PathLike | None = None) -> dict[str, Any]:
+           layers: bool = True, reference: str | os.PathLike | None = None, label_output: str | None = None,
+           imports: list[str] | tuple[str, ...] = (), unsafe: bool = False) -> dict[str, Any]:
     """Run the build over `data` and compare with the float reference; writes DIR/verify.json.
-    Returns the report; report["breaches"] lists the budgets breached (one line each)."""
+    Returns the report; report["breaches"] lists the budgets breached (one line each).
+
+    The reference is, first found: `reference_<output>` arrays in a data .npz; the Keras model of the
+    `--data fixtures:NAME` fixture; the build's recorded source (its fixture, .keras/.h5 file or
+    SavedModel folder, refused if changed since the build). Labels and decision agreement score the
+    output `label_output` (default: the build's first output)."""
     from compiler.manifest import read_manifest
 
     start = time.perf_counter()
@@ -283,28 +461,36 @@ def verify(build_dir: str | os.PathLike, data: str, *, max_drop: float | None = 
     manifest = read_manifest(build)
     if reference is not None and layers:
         _check_reference(Path(reference))
-    inputs, labels, refs, fixture = _load_data(data, manifest, limit)
     out_names = [o["name"] for o in manifest["outputs"]]
+    scored = label_output or out_names[0]
+    if scored not in out_names:
+        raise UsageError(f"--label-output {scored!r}: the build's outputs are {', '.join(out_names)}")
+    inputs, labels, refs, fixture = _load_data(data, manifest, limit)
+    kind = None
     if refs is not None:
         missing = [n for n in out_names if n not in refs]
         if missing:
             raise UsageError(f"no reference for output(s) {', '.join(missing)}; the data has "
                              f"{', '.join(sorted(refs)) or 'none'}")
+    elif fixture is None:
+        kind = _source_kind(manifest)  # a changed source fails here, before the build runs
+        if kind in ("tflite", "none"):
+            raise _no_reference(data, kind)
     # The build runs before TensorFlow is used: in a process where TF has run, LiteRT's WHILE loops
     # run many times slower (measured ~20x on contect-small), so the Keras reference comes second.
     compiled = _run_build(build, manifest, inputs)
+    ref_label = "npz references"
     if refs is None:
-        refs = _keras_reference(fixture, inputs, out_names)
+        refs, ref_label = _reference(kind, fixture, manifest, inputs, imports, unsafe)
     n = len(next(iter(compiled.values())))
-    ref_label = "npz references" if fixture is None else f"Keras model of fixture {fixture.name}"
     report: dict[str, Any] = {"build": str(build), "data": data, "examples": n,
-                              "quantization": manifest.get("quantization"), "reference": ref_label, "outputs": {}}
-    first = out_names[0]
+                              "quantization": manifest.get("quantization"), "reference": ref_label,
+                              "label_output": scored, "outputs": {}}
     for name in out_names:
         r, c = refs[name][:n].reshape(n, -1), compiled[name].reshape(n, -1)
         report["outputs"][name] = {"snr_db": _finite(snr_db(r, c)), "max_abs_error": float(np.max(np.abs(r - c))),
                                    "cosine": round(cosine(r, c), 6)}
-    ref_dec, out_dec = decisions(refs[first][:n]), decisions(compiled[first])
+    ref_dec, out_dec = decisions(refs[scored][:n]), decisions(compiled[scored])
     report["agreement"] = round(float(np.mean(ref_dec == out_dec)), 6)
     if labels is not None:
         lab = np.asarray(labels).reshape(n, -1)
@@ -314,7 +500,8 @@ def verify(build_dir: str | os.PathLike, data: str, *, max_drop: float | None = 
         report["accuracy_drop_pp"] = round(report["float_accuracy"] - report["compiled_accuracy"], 4)
     if layers:
         try:
-            report["layers"] = localize(build, manifest, inputs, reference=reference)
+            report["layers"] = localize(build, manifest, inputs, reference=reference, imports=imports,
+                                        unsafe=unsafe)
         except TflcError as e:
             report["layers"] = []
             report["layers_skipped"] = str(e).splitlines()[0]
@@ -354,6 +541,8 @@ def format_table(report: dict) -> str:
     lines = [f"verify {report['build']} on {report['data']} ({report['examples']} examples, "
              f"quantization {report.get('quantization')}, reference: {report['reference']})"]
     if "accuracy_drop_pp" in report:
+        if len(report["outputs"]) > 1:
+            lines.append(f"  labels and agreement score output {report['label_output']}")
         lines.append(f"  accuracy   float {report['float_accuracy']:.2f}%   compiled {report['compiled_accuracy']:.2f}%"
                      f"   drop {report['accuracy_drop_pp']:+.2f} pp")
     lines.append(f"  agreement  {report['agreement'] * 100:.2f}% of decisions")
@@ -378,12 +567,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("build", metavar="DIR", help="build folder written by tflc compile")
     parser.add_argument("--data", required=True, metavar="fixtures:NAME|data.npz",
                         help="evaluation data: a fixture (its evaluation split, reference = its Keras model) or a "
-                             ".npz with one array per input, optional 'labels' and 'reference_<output>' arrays")
+                             ".npz with one array per input, optional 'labels' and 'reference_<output>' arrays "
+                             "(without them the reference is the build's recorded source model)")
     parser.add_argument("--max-drop", type=float, default=None, metavar="PP",
                         help="fail (exit 1) if accuracy drops by more than PP percentage points")
     parser.add_argument("--min-agreement", type=float, default=None, metavar="F",
                         help="fail if fewer than this fraction of decisions agree with the float model")
     parser.add_argument("--min-snr", type=float, default=None, metavar="DB", help="fail if an output's SNR is below DB")
+    parser.add_argument("--label-output", metavar="NAME", default=None,
+                        help="the output that 'labels' and decision agreement score (default: the build's first "
+                             "output, in manifest order)")
+    parser.add_argument("--import", dest="imports", metavar="MODULE_OR_FILE", action="append", default=[],
+                        help="import this module or .py file before reloading the source Keras model (its "
+                             "registered layer classes); repeatable, as for compile")
+    parser.add_argument("--unsafe-deserialization", action="store_true",
+                        help="let Keras run the Python code of Lambda layers when reloading the source "
+                             "(arbitrary code execution; only for files you trust)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N examples")
     parser.add_argument("--no-layers", action="store_true", help="skip per-layer localization")
     parser.add_argument("--reference", metavar="DIR", default=None,
@@ -398,7 +597,8 @@ def run(args) -> int:
         raise UsageError(f"--min-agreement is a fraction in [0, 1], got {args.min_agreement}")
     report = verify(args.build, args.data, max_drop=args.max_drop, min_agreement=args.min_agreement,
                     min_snr=args.min_snr, limit=args.limit, layers=not args.no_layers,
-                    reference=args.reference)
+                    reference=args.reference, label_output=args.label_output, imports=args.imports,
+                    unsafe=args.unsafe_deserialization)
     print(format_table(report))
     print(f"wrote {Path(args.build) / 'verify.json'}")
     for b in report["breaches"]:
