@@ -91,6 +91,8 @@ RULE_CASES = {
     "prelu": (lambda L, x: L.PReLU(alpha_initializer="random_normal", shared_axes=[1], name="p")(
         L.Dense(4, name="d")(x)), (3, 5)),
     "conv1d": (lambda L, x: L.Conv1D(4, 3, strides=2, padding="same", activation="gelu", name="c")(x), (12, 5)),
+    "conv1d_causal_dilated": (lambda L, x: L.Conv1D(3, 3, padding="causal", dilation_rate=2, activation="relu",
+                                                    name="c")(x), (10, 4)),
     "depthwise_multiplier": (lambda L, x: L.DepthwiseConv2D(3, depth_multiplier=2, padding="same",
                                                             activation="relu", name="dw")(x), (7, 7, 3)),
     "depthwise_strided": (lambda L, x: L.DepthwiseConv2D(3, strides=2, name="dw")(x), (9, 9, 4)),
@@ -170,6 +172,16 @@ def test_embedding_gathers_rows():
         ids = np.random.default_rng(0).integers(0, 20, (2, 7)).astype(dtype)
         got = run(native.lower(model), {"x": ids})["emb"]
         np.testing.assert_array_equal(got, model.predict(ids, verbose=0))
+
+
+def test_normalization_layer_after_adapt():
+    import keras
+
+    data = np.random.default_rng(3).normal(2.0, 3.0, (64, 5)).astype(np.float32)
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(data)
+    inp = keras.Input((5,), batch_size=1, name="x")
+    check(keras.Model(inp, keras.layers.Dense(2, name="d")(norm(inp))))
 
 
 def test_lstm_batch_of_three():

@@ -36,7 +36,8 @@ def _conv(node: Node, x: Tensor, out_shape, filt: np.ndarray, bias: np.ndarray |
     fused = FUSED.get(act, ACT.NONE)
     sh, sw = _pair(layer.strides)
     dh, dw = _pair(layer.dilation_rate)
-    common = dict(padding=PADDING[layer.padding], strideH=sh, strideW=sw, dilationHFactor=dh,
+    # Causal padding (Conv1D) was written as an explicit PAD of the past: the conv itself is VALID.
+    common = dict(padding=PADDING.get(layer.padding, PADDING["valid"]), strideH=sh, strideW=sw, dilationHFactor=dh,
                   dilationWFactor=dw, fusedActivationFunction=fused)
     done = fused != ACT.NONE or act == "linear"
     y = node.out() if done and tuple(out_shape) == tuple(node.out_shapes[0]) else node.tmp("conv", out_shape)
@@ -60,13 +61,29 @@ def conv2d(node: Node) -> list[Tensor]:
     return [finish(node, y, act)]
 
 
-@rule("Conv1D", check=lambda layer: "padding='causal'" if layer.padding == "causal" else _check(layer))
+def _check_1d(layer) -> str | None:
+    if layer.padding != "causal":
+        return _check(layer)
+    if layer.data_format != "channels_last":
+        return f"data_format={layer.data_format}"
+    return supported(layer.activation)
+
+
+@rule("Conv1D", check=_check_1d)
 def conv1d(node: Node) -> list[Tensor]:
-    """(B, T, C) -> (B, 1, T, C), a 1xK CONV_2D, back to (B, T', C')."""
+    """(B, T, C) -> (B, 1, T, C), a 1xK CONV_2D, back to (B, T', C'); causal padding pads the past."""
     ws = weights(node.layer)
-    b, t, c = node.x.shape
+    x = node.x
+    if node.layer.padding == "causal":
+        k, dilation = ws[0].shape[0], _pair(node.layer.dilation_rate)[0]
+        left = (k - 1) * dilation
+        padded = node.tmp("causal_pad", (x.shape[0], x.shape[1] + left, x.shape[2]))
+        node.op(OP.PAD, [x, node.const("causal_paddings", np.asarray([[0, 0], [left, 0], [0, 0]], np.int32))],
+                [padded])
+        x = padded
+    b, t, c = x.shape
     x4 = node.tmp("expand", (b, 1, t, c))
-    node.op(OP.RESHAPE, [node.x, node.const("expand_shape", np.asarray(x4.shape, np.int32))], [x4])
+    node.op(OP.RESHAPE, [x, node.const("expand_shape", np.asarray(x4.shape, np.int32))], [x4])
     filt = ws[0].transpose(2, 0, 1)[:, None]  # (K, I, O) -> (O, 1, K, I)
     bo, to, co = node.out_shapes[0]
     y, act = _conv(node, x4, (bo, 1, to, co), filt, ws[1] if node.layer.use_bias else None)
