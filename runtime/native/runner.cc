@@ -154,82 +154,52 @@ std::string output_file_stem(const std::string& name) {
   return s.substr(0, 200);
 }
 
-void run(const Request& req) {
-  Clock::time_point t0 = Clock::now();
-  Fd dirfd = open_folder(req.build_dir);
-  Manifest m = load_manifest(dirfd.get(), req.build_dir);
-  std::map<std::string, std::string> files = assign_inputs(req.inputs, m);
-  Environment env = make_environment();
-  MemSample baseline = read_memory();
-  std::map<std::string, Value> values = read_inputs(env.get(), files, m);  // destroyed before env
-  prepare_output_dir(req.output_dir);
-  // Every stage file must be there before the first one runs (its hash is checked right before it loads).
-  for (const Stage& st : m.stages) open_member(dirfd.get(), st.file, req.build_dir + "/" + st.file);
-  std::set<std::string> kept;
-  for (const TensorSpec& t : m.outputs) kept.insert(t.source->key());
+namespace {
 
-  json stages = json::array();
-  MemSample at_peak = baseline;
-  int64_t peak_stage = -1;
-  // The kernel folds the current RSS into VmHWM lazily, so a later reading can be lower than an earlier
-  // one: the peak is the largest reading.
-  uint64_t hwm = baseline.vm_hwm;
-  for (const Stage& st : m.stages) {
-    std::string label = req.build_dir + "/" + st.file;
-    Clock::time_point ts = Clock::now();
-    progress(req, "load", st);
-    Fd fd = open_member(dirfd.get(), st.file, label);
-    if (sha256_fd(fd.get(), label) != st.sha256)
-      throw Error(req.build_dir + ": stage file " + st.file +
-                  " does not match its sha256 in manifest.json (corrupt or modified); rebuild with tflc compile");
-    // LiteRT maps the very file that was hashed (it dups the fd), not the path again.
-    LoadedStage stage(env.get(), fd.get(), file_size(fd.get()), label);
-    fd = Fd();
-    double load_s = seconds_since(ts);
-    match(stage.inputs(), st.inputs, label, "input");
-    match(stage.outputs(), st.outputs, label, "output");
-    std::vector<LiteRtTensorBuffer> in;
-    for (const Port& p : stage.inputs()) {
-      const TensorSpec* spec = nullptr;
-      for (const TensorSpec& t : st.inputs)
-        if (t.name == p.name) spec = &t;
-      if (!spec) throw Error(label + " has an input tensor '" + p.name + "' the manifest does not name");
-      auto it = values.find(spec->source->key());
-      if (it == values.end()) throw Error(label + ": input '" + p.name + "' was dropped before this stage");
-      const TensorMeta& have = it->second.meta;
-      if (have.dtype != p.dtype || have.shape != p.shape)
-        throw Error(label + ": input '" + p.name + "' gets " + describe(have.dtype, have.shape) + " from '" +
-                    spec->source->key() + "' but the stage needs " + describe(p.dtype, p.shape));
-      in.push_back(it->second.buf.get());
-    }
-    Clock::time_point tr = Clock::now();
-    progress(req, "run", st);
-    std::vector<Value> outs = stage.run(in);
-    double run_s = seconds_since(tr);
-    // Sampled while the stage is still loaded (weights mapped, arena allocated) and its outputs and the
-    // live handoff tensors are held: this stage's high point.
-    MemSample s = read_memory();
-    hwm = std::max(hwm, s.vm_hwm);
-    if (s.vm_rss > at_peak.vm_rss) {
-      at_peak = s;
-      peak_stage = st.index;
-    }
-    for (size_t i = 0; i < outs.size(); ++i) {
-      const std::string& name = stage.outputs()[i].name;
-      for (const TensorSpec& t : st.outputs)
-        if (t.name == name) values[name] = std::move(outs[i]);
-    }
-    json rec = sample_json(s);
-    rec["stage"] = st.index;
-    rec["load_seconds"] = load_s;
-    rec["run_seconds"] = run_s;
-    stages.push_back(rec);
-    outs.clear();
-    for (const auto& [name, after] : m.drop_after)
-      if (after == st.index && !kept.count(name)) values.erase(name);
-    progress(req, "done", st);
-  }  // each stage's compiled model, model, mapping and buffers are gone before the next one loads
+// Stage `st`'s file, hashed and then loaded from the same open file (LiteRT dups the fd and maps it), so
+// what runs is what was checked, not whatever the path names a moment later.
+std::unique_ptr<LoadedStage> load_stage(LiteRtEnvironment env, int dirfd, const Stage& st, const Request& req) {
+  std::string label = req.build_dir + "/" + st.file;
+  Fd fd = open_member(dirfd, st.file, label);
+  if (sha256_fd(fd.get(), label) != st.sha256)
+    throw Error(req.build_dir + ": stage file " + st.file +
+                " does not match its sha256 in manifest.json (corrupt or modified); rebuild with tflc compile");
+  auto stage = std::make_unique<LoadedStage>(env, fd.get(), file_size(fd.get()), label);
+  match(stage->inputs(), st.inputs, label, "input");
+  match(stage->outputs(), st.outputs, label, "output");
+  return stage;
+}
 
+// The buffers feeding the stage's inputs, in its signature's order, each from its manifest source.
+std::vector<LiteRtTensorBuffer> feed(const LoadedStage& stage, const Stage& st, const std::map<std::string, Value>& values,
+                                     const std::string& label) {
+  std::vector<LiteRtTensorBuffer> in;
+  for (const Port& p : stage.inputs()) {
+    const TensorSpec* spec = nullptr;
+    for (const TensorSpec& t : st.inputs)
+      if (t.name == p.name) spec = &t;
+    if (!spec) throw Error(label + " has an input tensor '" + p.name + "' the manifest does not name");
+    auto it = values.find(spec->source->key());
+    if (it == values.end()) throw Error(label + ": input '" + p.name + "' was dropped before this stage");
+    const TensorMeta& have = it->second.meta;
+    if (have.dtype != p.dtype || have.shape != p.shape)
+      throw Error(label + ": input '" + p.name + "' gets " + describe(have.dtype, have.shape) + " from '" +
+                  spec->source->key() + "' but the stage needs " + describe(p.dtype, p.shape));
+    in.push_back(it->second.buf.get());
+  }
+  return in;
+}
+
+// The stage's outputs the manifest names join the live values (the others are freed with `outs`).
+void keep(const LoadedStage& stage, const Stage& st, std::vector<Value>& outs, std::map<std::string, Value>& values) {
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const std::string& name = stage.outputs()[i].name;
+    for (const TensorSpec& t : st.outputs)
+      if (t.name == name) values[name] = std::move(outs[i]);
+  }
+}
+
+void write_outputs(const Manifest& m, const std::map<std::string, Value>& values, const std::string& dir) {
   std::set<std::string> stems;
   for (size_t i = 0; i < m.outputs.size(); ++i) {
     const TensorSpec& t = m.outputs[i];
@@ -238,16 +208,84 @@ void run(const Request& req) {
     stems.insert(stem);
     const Value& v = values.at(t.source->key());
     Locked lock(v.buf.get(), kLiteRtTensorBufferLockModeRead, "output '" + t.name + "'");
-    write_atomic(req.output_dir + "/" + stem + ".npy", npy_header(v.meta), lock.addr(), v.meta.bytes());
+    write_atomic(dir + "/" + stem + ".npy", npy_header(v.meta), lock.addr(), v.meta.bytes());
   }
-  MemSample end = read_memory();
-  json stats = {{"peak_vmhwm_bytes", std::max(hwm, end.vm_hwm)},
-                {"at_peak", sample_json(at_peak)},
-                {"peak_stage", peak_stage},
-                {"baseline", sample_json(baseline)},
-                {"stages", stages},
-                {"seconds", seconds_since(t0)}};
-  write_stats(req, stats);
+}
+
+// Memory readings: the baseline, one per stage at its high point, and the largest.
+class Stats {
+ public:
+  explicit Stats(const MemSample& baseline) : baseline_(baseline), at_peak_(baseline), hwm_(baseline.vm_hwm) {}
+
+  void stage(int64_t index, const MemSample& s, double load_s, double run_s) {
+    // The kernel folds the current RSS into VmHWM lazily, so a later reading can be lower than an earlier
+    // one: the peak is the largest reading.
+    hwm_ = std::max(hwm_, s.vm_hwm);
+    if (s.vm_rss > at_peak_.vm_rss) {
+      at_peak_ = s;
+      peak_stage_ = index;
+    }
+    json rec = sample_json(s);
+    rec["stage"] = index;
+    rec["load_seconds"] = load_s;
+    rec["run_seconds"] = run_s;
+    stages_.push_back(rec);
+  }
+
+  json finish(double seconds) const {
+    return {{"peak_vmhwm_bytes", std::max(hwm_, read_memory().vm_hwm)},
+            {"at_peak", sample_json(at_peak_)},
+            {"peak_stage", peak_stage_},
+            {"baseline", sample_json(baseline_)},
+            {"stages", stages_},
+            {"seconds", seconds}};
+  }
+
+ private:
+  MemSample baseline_, at_peak_;
+  uint64_t hwm_;
+  int64_t peak_stage_ = -1;
+  json stages_ = json::array();
+};
+
+}  // namespace
+
+void run(const Request& req) {
+  Clock::time_point t0 = Clock::now();
+  Fd dirfd = open_folder(req.build_dir);
+  Manifest m = load_manifest(dirfd.get(), req.build_dir);
+  std::map<std::string, std::string> files = assign_inputs(req.inputs, m);
+  Environment env = make_environment();
+  Stats stats(read_memory());
+  std::map<std::string, Value> values = read_inputs(env.get(), files, m);  // destroyed before env
+  prepare_output_dir(req.output_dir);
+  // Every stage file must be there before the first one runs (its hash is checked right before it loads).
+  for (const Stage& st : m.stages) open_member(dirfd.get(), st.file, req.build_dir + "/" + st.file);
+  std::set<std::string> kept;
+  for (const TensorSpec& t : m.outputs) kept.insert(t.source->key());
+
+  for (const Stage& st : m.stages) {  // resident stages run like the others: one call per process
+    Clock::time_point ts = Clock::now();
+    progress(req, "load", st);
+    std::unique_ptr<LoadedStage> stage = load_stage(env.get(), dirfd.get(), st, req);
+    double load_s = seconds_since(ts);
+    std::vector<LiteRtTensorBuffer> in = feed(*stage, st, values, req.build_dir + "/" + st.file);
+    Clock::time_point tr = Clock::now();
+    progress(req, "run", st);
+    std::vector<Value> outs = stage->run(in);
+    double run_s = seconds_since(tr);
+    // Read while the stage is still loaded (weights mapped, arena allocated) and its outputs and the live
+    // handoff tensors are held: this stage's high point.
+    stats.stage(st.index, read_memory(), load_s, run_s);
+    keep(*stage, st, outs, values);
+    outs.clear();
+    stage.reset();  // compiled model, model and mapping go before the next stage loads
+    for (const auto& [name, after] : m.drop_after)
+      if (after == st.index && !kept.count(name)) values.erase(name);
+    progress(req, "done", st);
+  }
+  write_outputs(m, values, req.output_dir);
+  write_stats(req, stats.finish(seconds_since(t0)));
 }
 
 }  // namespace tflc
