@@ -165,7 +165,7 @@ def _reason(err: str) -> str:
     line = next((x for x in err.splitlines() if x.startswith("tflc: error:")), err.strip()[:200])
     line = re.sub(r"^tflc: error: \S+?: ", "", line)
     line = re.sub(r"'[^']*'", "'…'", line)
-    return re.sub(r"\d+", "N", line)[:110]
+    return re.sub(r"(?<![A-Za-z_])\d+", "N", line)[:110]
 
 
 class Campaign:
@@ -217,16 +217,11 @@ class Campaign:
     def run(self, numbers: list[int], progress: bool = True) -> int:
         """Put mutants `numbers` through the workers; return how many could be packed and were run."""
         todo: queue.Queue = queue.Queue()
-        count = 0
         for i in numbers:
-            meta = self.write_mutant(i)
-            if meta is not None:
-                self.info[i] = meta
-                todo.put(i)
-                count += 1
-        self.total += count
+            todo.put(i)
+        self.packed = 0
         self.done = 0
-        self.batch = count
+        self.batch = len(numbers)
         self.start = time.perf_counter()
         threads = [threading.Thread(target=self._manage, args=(k, todo, progress)) for k in range(self.workers)]
         for t in threads:
@@ -235,7 +230,8 @@ class Campaign:
             t.join()
         if progress and sys.stderr.isatty():
             print(file=sys.stderr)
-        return count
+        self.total += self.packed
+        return self.packed
 
     def _spawn(self) -> subprocess.Popen:
         env = dict(_env(), PYTHONPATH=os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]),
@@ -250,6 +246,13 @@ class Campaign:
                 i = todo.get_nowait()
             except queue.Empty:
                 return
+            meta = self.write_mutant(i)  # written just in time: a long campaign never holds many on disk
+            with self.lock:
+                self.done += 1 if meta is None else 0
+                if meta is None:
+                    continue
+                self.info[i] = meta
+                self.packed += 1
             proc = self.procs[slot]
             if proc is None or proc.poll() is not None:
                 proc = self.procs[slot] = self._spawn()
