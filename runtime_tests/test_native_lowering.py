@@ -65,9 +65,10 @@ def _model(build, shape, batch=1, seed=3):
             ws = [rng.uniform(0.5, 1.5, w.shape).astype(np.float32) if i in (0, 3) else
                   rng.normal(0, 0.3, w.shape).astype(np.float32) for i, w in enumerate(ws)]
             layer.set_weights(ws)
-        elif ws and len(ws) > 1 and ws[-1].ndim == 1:
-            ws[-1] = rng.normal(0, 0.3, ws[-1].shape).astype(np.float32)
-            layer.set_weights(ws)
+        else:
+            for v in layer.weights:  # Keras initializes biases to zeros: a layout bug would not show
+                if v.name.endswith("bias"):
+                    v.assign(rng.normal(0, 0.3, tuple(v.shape)).astype(np.float32))
     return model
 
 
@@ -143,6 +144,8 @@ RULE_CASES = {
     "bidirectional_merges_last": (lambda L, x: L.Concatenate(name="cat")(
         [L.Bidirectional(L.LSTM(3), merge_mode=m, name=f"bi_{m}")(x) for m in ("concat", "sum", "mul", "ave")]),
         (5, 2)),
+    "gru_sequences": (lambda L, x: L.GRU(5, return_sequences=True, name="gru")(x), (7, 3)),
+    "gru_last_backwards_no_bias": (lambda L, x: L.GRU(4, go_backwards=True, use_bias=False, name="gru")(x), (6, 5)),
     "lstm_stack_no_bias": (lambda L, x: L.LSTM(4, use_bias=False, name="l2")(
         L.LSTM(8, return_sequences=True, name="l1")(x)), (6, 5)),
 }
@@ -154,7 +157,7 @@ def test_rule_matches_keras(case):
     check(_model(build, shape))
 
 
-@pytest.mark.parametrize("case", ["conv2d_same_stride2", "bn_folded_into_conv", "lstm_stack_no_bias",
+@pytest.mark.parametrize("case", ["conv2d_same_stride2", "bn_folded_into_conv", "lstm_stack_no_bias", "gru_sequences",
                                   "bidirectional_concat_sequences", "separable_conv2d", "lstm_backwards",
                                   "dense_rank3_softmax", "depthwise_multiplier"])
 def test_rule_matches_converter(case):
@@ -197,6 +200,12 @@ def test_bn_is_folded_only_when_it_can_be():
     assert [op.name for op in ir.main.operators] == ["CONV_2D", "MUL", "ADD", "ADD"]
 
 
+def test_gru_is_unrolled_into_builtins():
+    ir = check(_model(*RULE_CASES["gru_sequences"]))
+    hist = ir.op_histogram()
+    assert "WHILE" not in hist and hist["FULLY_CONNECTED"] == 1 + 7 and hist["PACK"] == 1
+
+
 def test_lstm_is_one_fused_op_with_variable_states():
     ir = check(_model(*RULE_CASES["lstm_last"]))
     ops = ir.main.operators
@@ -229,12 +238,12 @@ def test_unsupported_layers_are_named():
 
     L = keras.layers
     inp = keras.Input((5, 4), batch_size=1, name="x")
-    y = L.GRU(3, name="gru")(L.LSTM(4, return_sequences=True, recurrent_activation="hard_sigmoid", name="seq")(inp))
+    y = L.SimpleRNN(3, name="rnn")(L.LSTM(4, return_sequences=True, recurrent_activation="hard_sigmoid", name="seq")(inp))
     model = keras.Model(inp, y)
-    assert native.unsupported(model) == ["LSTM (recurrent_activation='hard_sigmoid')", "GRU"]
+    assert native.unsupported(model) == ["LSTM (recurrent_activation='hard_sigmoid')", "SimpleRNN"]
     from compiler.errors import ConversionError
 
-    with pytest.raises(ConversionError, match="GRU"):
+    with pytest.raises(ConversionError, match="SimpleRNN"):
         native.lower(model)
 
 
@@ -308,12 +317,12 @@ def test_fixture_staged_is_bit_identical_to_whole(fixture_model, quant):
 
 # ---- choosing a front-end --------------------------------------------------------------------------
 
-def _gru_model():
+def _rnn_model():
     import keras
 
     keras.utils.set_random_seed(4)
     inp = keras.Input((6, 3), batch_size=1, name="x")
-    return keras.Model(inp, keras.layers.Dense(2, name="head")(keras.layers.GRU(4, name="gru")(inp)))
+    return keras.Model(inp, keras.layers.Dense(2, name="head")(keras.layers.SimpleRNN(4, name="rnn")(inp)))
 
 
 def test_choose(capsys):
@@ -322,11 +331,11 @@ def test_choose(capsys):
     ok = _model(*RULE_CASES["lstm_last"])
     assert native.choose(ok, "auto") and native.choose(ok, "native") and not native.choose(ok, "converter")
     assert capsys.readouterr().err == ""
-    gru = _gru_model()
-    assert not native.choose(gru, "auto")
-    assert capsys.readouterr().err.strip() == "tflc: note: no native lowering for GRU; using the TFLite converter"
-    with pytest.raises(ConversionError, match="--frontend native: no native lowering for GRU"):
-        native.choose(gru, "native")
+    rnn = _rnn_model()
+    assert not native.choose(rnn, "auto")
+    assert capsys.readouterr().err.strip() == "tflc: note: no native lowering for SimpleRNN; using the TFLite converter"
+    with pytest.raises(ConversionError, match="--frontend native: no native lowering for SimpleRNN"):
+        native.choose(rnn, "native")
     with pytest.raises(UsageError, match="unknown front-end"):
         native.choose(ok, "fast")
 
@@ -336,18 +345,18 @@ def test_cli_records_the_frontend_and_falls_back(tmp_path):
 
     from conftest import assert_user_error, tflc
 
-    _gru_model().save(tmp_path / "gru.keras")
+    _rnn_model().save(tmp_path / "rnn.keras")
     _model(*RULE_CASES["lstm_stack_no_bias"]).save(tmp_path / "lstm.keras")
     pipe = "strip-unused,partition{stages=2}"
     proc = tflc("compile", str(tmp_path / "lstm.keras"), "--pipeline", pipe, "-o", str(tmp_path / "a"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "a" / "report.json").read_text())["frontend"] == "native"
-    proc = tflc("compile", str(tmp_path / "gru.keras"), "--pipeline", pipe, "-o", str(tmp_path / "b"))
+    proc = tflc("compile", str(tmp_path / "rnn.keras"), "--pipeline", pipe, "-o", str(tmp_path / "b"))
     assert proc.returncode == 0, proc.stderr
-    assert "tflc: note: no native lowering for GRU; using the TFLite converter" in proc.stderr
+    assert "tflc: note: no native lowering for SimpleRNN; using the TFLite converter" in proc.stderr
     assert json.loads((tmp_path / "b" / "report.json").read_text())["frontend"] == "converter"
-    proc = tflc("compile", str(tmp_path / "gru.keras"), "--frontend", "native", "-o", str(tmp_path / "c"))
-    assert_user_error(proc, "no native lowering for GRU", code=2)
+    proc = tflc("compile", str(tmp_path / "rnn.keras"), "--frontend", "native", "-o", str(tmp_path / "c"))
+    assert_user_error(proc, "no native lowering for SimpleRNN", code=2)
     assert not (tmp_path / "c").exists()
 
 
