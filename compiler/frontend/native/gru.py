@@ -32,7 +32,6 @@ def _check(layer) -> str | None:
 @rule("GRU", check=_check)
 def gru(node: Node) -> list[Tensor]:
     layer, x = node.layer, node.x
-    g = node.graph
     ws = weights(layer)
     kernel, recurrent = ws[0], ws[1]
     units = recurrent.shape[0]
