@@ -55,10 +55,14 @@ def format_table(table: dict, labels: list[str], statuses: dict[tuple, str] | No
 
 
 def run(args) -> int:
-    from kernels.registration import ops_table, register_ops_cc
+    from kernels.registration import ops_table, recorded_layers, register_ops_cc, runtime_line
     from kernels.targets import check, load_target, violations_message
 
     labels, models = load_models(args.path)
+    if Path(args.path).is_dir():  # name violations by Keras layer, as the compile-time check does
+        layers = recorded_layers(args.path)
+        for m in models:
+            m.keras_layers = m.keras_layers or layers
     table = ops_table(models)
     target = load_target(args.target) if args.target else None
     violations = check(models, target, staged=len(models) > 1) if target else []
@@ -80,6 +84,7 @@ def run(args) -> int:
         print(register_ops_cc(table), end="")
     else:
         print(format_table(table, labels, statuses))
+        print(runtime_line(table, labels))
     if violations:
         raise OpsetError(violations_message(violations, target))
     return 0

@@ -42,18 +42,65 @@ def count_ops(model: Model) -> Counter:
 
 
 def ops_table(stages: Iterable[Model]) -> dict:
-    """The content of ops.json: for each stage and for their union, every (op, version) with its count.
+    """The content of ops.json: for each stage and for their union, every (op, version) with its count,
+    and the minimum TFLite runtime that has all of them (`min_runtime`, with `min_runtime_estimated`
+    when a version's runtime is estimated), per stage and for the build (the newest of the stages').
 
     Entries are `{"op", "version", "count", "kind": builtin|custom|flex, "builtin_code" | "custom_code"}`,
-    sorted by op name then version.
+    sorted by op name then version. `keras_layers` lists the source's Keras layer names (when known), so
+    `tflc ops DIR` names the layers of violations as the compile-time check does, not by converter scope.
     """
+    from kernels.catalogue import parse_version, required_runtime
+
     per_stage = []
     union: Counter = Counter()
+    layers: dict[str, None] = {}
     for k, st in enumerate(stages):
         counts = count_ops(st)
         union.update(counts)
-        per_stage.append({"stage": k, "ops": _entries(counts)})
-    return {"format": FORMAT, "stages": per_stage, "union": _entries(union)}
+        version, estimated = required_runtime([st])
+        per_stage.append({"stage": k, "min_runtime": version, "min_runtime_estimated": estimated,
+                          "ops": _entries(counts)})
+        layers.update(dict.fromkeys(st.keras_layers or ()))
+    newest = max(per_stage, key=lambda e: parse_version(e["min_runtime"]), default=None)
+    table = {"format": FORMAT, "min_runtime": newest["min_runtime"] if newest else None,
+             "min_runtime_estimated": any(e["min_runtime_estimated"] for e in per_stage
+                                          if newest and e["min_runtime"] == newest["min_runtime"]),
+             "stages": per_stage, "union": _entries(union)}
+    if layers:
+        table["keras_layers"] = list(layers)
+    return table
+
+
+def recorded_layers(build_dir) -> list[str]:
+    """The Keras layer names a build folder's ops.json records; [] when absent or malformed (the folder
+    is untrusted: only a bounded list of short strings is accepted)."""
+    import json
+
+    from compiler.errors import TflcError
+    from compiler.files import read_member
+
+    try:
+        table = json.loads(read_member(build_dir, "ops.json", 64 << 20))
+    except (TflcError, ValueError, OSError):
+        return []
+    layers = table.get("keras_layers") if isinstance(table, dict) else None
+    if not isinstance(layers, list) or len(layers) > 1_000_000:
+        return []
+    return [x for x in layers if isinstance(x, str) and 0 < len(x) <= 1024]
+
+
+def runtime_line(table: dict, labels: list[str] | None = None) -> str:
+    """One line: the minimum TFLite runtime of the build, and of each stage when there are several."""
+    def show(version, estimated) -> str:
+        return f"{version}{' (estimated)' if estimated else ''}"
+
+    line = f"minimum TFLite runtime: {show(table['min_runtime'], table['min_runtime_estimated'])}"
+    if len(table["stages"]) > 1:
+        names = labels or [f"stage {e['stage']}" for e in table["stages"]]
+        line += " (" + ", ".join(f"{n}: {show(e['min_runtime'], e['min_runtime_estimated'])}"
+                                 for n, e in zip(names, table["stages"])) + ")"
+    return line
 
 
 def union_ranges(table: dict) -> dict[str, tuple[int, int]]:

@@ -391,6 +391,7 @@ def load_source(spec: str, batch: int | None = None, calibration: str | dict | N
 
         fx = fixtures.get(spec.split(":", 1)[1])
         keras_model = _build_fixture(fx, batch)
+        _check_calibration_names(keras_model, calib)
         src = from_keras(keras_model, batch=batch, spec=spec, frontend=frontend)
         src.kind = "fixture"
         src.fixture = fx
@@ -406,11 +407,20 @@ def load_source(spec: str, batch: int | None = None, calibration: str | dict | N
             src = Source(spec=spec, kind="tflite", model=model, batch=_batch_of(model))
         else:
             keras_model = _load_keras_file(path, unsafe, imports)
+            _check_calibration_names(keras_model, calib)
             src = from_keras(keras_model, batch=batch, spec=spec, frontend=frontend)
         src.path, src.sha256 = str(path.resolve()), digest
     if calib is not None:
         src.calibration = calib
     return src
+
+
+def _check_calibration_names(keras_model, calib: dict | None) -> None:
+    """A --calibration array named after no model input fails now, not after the conversion."""
+    if calib is not None:
+        from compiler.quant.calibrate import check_names
+
+        check_names(io_names(keras_model)[0], calib)
 
 
 def _source_path(spec: str) -> Path:

@@ -17,25 +17,70 @@ IO = ("float", "int8", "int16")
 def keep_float_matcher(model: Model, pattern: str | None):
     """(subgraph, op) -> True if the op must stay float: `pattern` (alternatives separated by `|`)
     fully matches the op's Keras layer, any Keras layer fused into it (conv+batchnorm+relu is one op
-    whose output name lists all three), or the name of one of its output tensors."""
+    whose output name lists all three), or the name of one of its output tensors. An alternative that
+    matches nothing in the model (a typo, a converter scope like `lstm_1_1`) is a PipelineError naming
+    the close matches, since it would otherwise keep nothing float without a word."""
     if not pattern:
         return lambda sg, op: False
     try:
         rx = re.compile(pattern)
     except re.error as e:
         raise PipelineError(f"quantize: keep-float={pattern!r} is not a valid regular expression ({e})") from None
-    cache: dict[int, bool] = {}
+    names = {id(op): _op_names(model, sg, op) for sg, op in model.operators()}
+    _check_alternatives(pattern, names, model.keras_layers)
+    cache = {key: any(rx.fullmatch(n) for n in found) for key, found in names.items()}
+    return lambda sg, op: cache.get(id(op), False)
 
-    def keep(sg: Subgraph, op: Operator) -> bool:
-        if id(op) not in cache:
-            names = [layer_of_op(model, op, sg)] + [t.name for t in op.outputs if t is not None]
-            if model.keras_layers:
-                names += [layer_of_name(part, model.keras_layers) or ""
-                          for t in op.outputs if t is not None for part in t.name.split(";")]
-            cache[id(op)] = any(rx.fullmatch(n) for n in names)
-        return cache[id(op)]
 
-    return keep
+def _op_names(model: Model, sg: Subgraph, op: Operator) -> list[str]:
+    """What keep-float may name for one op: its Keras layer, the layers fused into it, its outputs."""
+    names = [layer_of_op(model, op, sg)] + [t.name for t in op.outputs if t is not None]
+    if model.keras_layers:
+        names += [layer_of_name(part, model.keras_layers) or ""
+                  for t in op.outputs if t is not None for part in t.name.split(";")]
+    return [n for n in names if n]
+
+
+def alternatives(pattern: str) -> list[str]:
+    """The top-level `|` alternatives of a regex (a `|` inside (), [] or after a backslash is not one)."""
+    out, depth, klass, escaped, cur = [], 0, False, False, []
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif klass:
+            klass = ch != "]"
+        elif ch == "[":
+            klass = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            out.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    return out + ["".join(cur)]
+
+
+def _check_alternatives(pattern: str, names: dict[int, list[str]], keras_layers: list[str]) -> None:
+    import difflib
+
+    layers = list(dict.fromkeys(keras_layers or (n[0] for n in names.values() if n)))
+    known = set(layers) | {n for found in names.values() for n in found}
+    for alt in alternatives(pattern):
+        try:
+            rx = re.compile(alt)
+        except re.error:
+            continue  # only valid as part of the whole pattern: the whole pattern matched above
+        if any(rx.fullmatch(n) for n in known):
+            continue
+        close = difflib.get_close_matches(alt, layers, n=5, cutoff=0.5)
+        hint = (f"close matches: {', '.join(close)}" if close
+                else f"the model's layers include {', '.join(layers[:8])}{' ...' if len(layers) > 8 else ''}")
+        raise PipelineError(f"quantize: keep-float={alt!r} matches no layer or tensor of this model; {hint}")
 
 
 def _left_as_is(mode: str, found: dict) -> str | None:

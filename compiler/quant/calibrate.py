@@ -18,20 +18,32 @@ SAMPLES_PER_RUN = 4096  # values kept per tensor and example for percentile cali
 
 
 def match_inputs(model: Model, calibration: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
-    """id(model input tensor) -> its calibration array, by name (or by position for a single input)."""
+    """id(model input tensor) -> its calibration array, by the input's name. A missing name, or an
+    array whose per-example shape is not the input's, is one QuantizationError line naming what the
+    model expects (no guessing by position: a wrong key is a mistake the user should hear about)."""
+    check_names([t.name for t in model.inputs], calibration)
     out = {}
-    names = [t.name for t in model.inputs]
     for t in model.inputs:
-        if t.name in calibration:
-            out[id(t)] = np.asarray(calibration[t.name])
-    if len(out) < len(model.inputs):
-        arrays = [k for k in calibration if not k.startswith("reference_") and k != "labels"]
-        if len(model.inputs) == 1 and len(arrays) == 1:
-            out[id(model.inputs[0])] = np.asarray(calibration[arrays[0]])
-        else:
-            raise QuantizationError(f"calibration data has arrays {sorted(calibration)} but the model's inputs are "
-                                    f"{names}: name each array after a model input")
+        a = np.asarray(calibration[t.name])
+        want = tuple(int(d) for d in t.shape[1:])
+        if a.ndim != len(t.shape) or tuple(a.shape[1:]) != want:
+            raise QuantizationError(f"calibration array {t.name!r} has shape {a.shape}; the model's input takes "
+                                    f"(examples, {', '.join(map(str, want))})")
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+            raise QuantizationError(f"calibration array {t.name!r} has dtype {a.dtype}; expected numbers")
+        out[id(t)] = a
     return out
+
+
+def check_names(names: list[str], calibration: dict[str, np.ndarray]) -> None:
+    """Every model input has a calibration array of its name; else one line naming the expected names.
+    Needs only the names, so a compile can check them before the slow conversion."""
+    missing = [n for n in names if n not in calibration]
+    if missing:
+        given = [k for k in calibration if not k.startswith("reference_") and k != "labels"]
+        raise QuantizationError(f"calibration data has no array for model input(s) {', '.join(missing)}: "
+                                f"it has {', '.join(sorted(given)) or 'none'}; the model's inputs are "
+                                f"{', '.join(names)} (name each array after one)")
 
 
 def collect_ranges(model: Model, calibration: dict[str, np.ndarray], percentile: float = 0.0,
