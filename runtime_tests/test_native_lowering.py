@@ -452,3 +452,48 @@ def test_int8_dynamic_gives_the_fused_lstm_hybrid_int8_weights():
     want, got = run(floats, x)["l2"], run(hybrid, x)["l2"]
     assert not np.array_equal(want, got)  # really quantized
     np.testing.assert_allclose(got, want, atol=0.02)
+
+
+def _bilstm_model():
+    """A speech-like model of our own: Conv1D features, two Bidirectional LSTMs, a GRU, a dense head."""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(21)
+    inp = keras.Input((24, 12), name="frames")
+    x = L.Conv1D(16, 3, padding="same", activation="relu", name="features")(inp)
+    x = L.Bidirectional(L.LSTM(20, return_sequences=True), name="bi_1")(x)
+    x = L.Dropout(0.2, name="drop")(x)
+    seq = L.Bidirectional(L.LSTM(16, return_sequences=True), merge_mode="sum", name="bi_2")(x)
+    last = L.GRU(12, name="gru")(seq)
+    pooled = L.GlobalAveragePooling1D(name="pool")(seq)
+    x = L.Concatenate(name="cat")([last, pooled])
+    return keras.Model(inp, L.Dense(3, activation="softmax", name="probs")(x))
+
+
+@pytest.mark.parametrize("quant", ["", "quantize{mode=int8-dynamic},", "quantize{mode=float16},"])
+def test_keras_file_with_bidirectional_lstm(tmp_path, quant):
+    from compiler import pipeline
+    from compiler.frontend import load_source
+    from compiler.passes import PassContext
+
+    model = _bilstm_model()
+    model.save(tmp_path / "bilstm.keras")
+    src = load_source(str(tmp_path / "bilstm.keras"), frontend="auto")
+    assert src.frontend == "native" and src.batch == 1
+    hist = src.model.op_histogram()
+    assert hist["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 4 and not {"WHILE", "CUSTOM"} & set(hist)
+    base = f"strip-unused,dedupe-buffers,{quant}check-opset{{target=builtins}}"
+    whole = pipeline.run(load_source(str(tmp_path / "bilstm.keras"), frontend="native").model,
+                         pipeline.parse(base), PassContext())
+    staged = pipeline.run(src.model, pipeline.parse(base + ",partition{stages=3}"), PassContext())
+    assert len(staged.parts()) == 3
+    if quant.startswith("quantize{mode=int8"):
+        lstms = [op for _, op in whole.operators() if op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM"]
+        assert all(op.inputs[2].dtype == np.int8 for op in lstms)
+    for seed in range(2):
+        x = {"frames": np.random.default_rng(seed).standard_normal((1, 24, 12)).astype(np.float32)}
+        a, b = staged_run(staged, x), staged_run(whole, x)
+        assert np.array_equal(a["probs"], b["probs"])
+        want = model.predict(x["frames"], verbose=0)
+        np.testing.assert_allclose(a["probs"], want, **(TOL if not quant else dict(atol=0.02)))
