@@ -71,14 +71,16 @@ def bar(items: Iterable[T], total: int | None = None, label: str = "") -> Iterat
     start = time.perf_counter()
     if not tty:
         print(f"... {label} ({total})", file=sys.stderr, flush=True)
-    done = 0
+    done, drawn = 0, 0.0
     ok = False
     try:
         for item in items:
             yield item
             done += 1
-            if tty:
+            now = time.perf_counter()
+            if tty and (now - drawn >= 0.1 or done == total):  # at most 10 redraws a second
                 _draw(label, done, total, start)
+                drawn = now
         ok = True
     finally:
         if tty:
