@@ -100,6 +100,8 @@ def _smoke_child(path: str) -> None:
     def phase(what: str, kernels: str) -> None:
         print(f"{_PHASE}{what} | {kernels}", flush=True)
 
+    _limit_memory(path)
+
     for kernels, resolver in (("builtin kernels", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
                               ("XNNPACK", OpResolverType.AUTO)):
         try:
@@ -119,6 +121,24 @@ def _smoke_child(path: str) -> None:
             print(f"{_REFUSED}{kernels}: {reason[:500]}", flush=True)
             return
     print(_OK, flush=True)
+
+
+def _limit_memory(path: str) -> None:
+    """Cap the child's address space, so a model whose kernels size their outputs from hostile constants
+    (TILE, RESIZE_*, BROADCAST_TO...) fails to allocate instead of taking the machine's memory: 2 GiB for
+    Python and LiteRT, twice the file (the model and XNNPACK's packed weights), and the activation limit
+    the validator applies to the file."""
+    import resource
+
+    from compiler.ir.validate import activation_limit
+
+    size = os.path.getsize(path)
+    limit = (2 << 30) + 2 * size + activation_limit(size)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft == resource.RLIM_INFINITY or soft > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 # ----------------------------------------------------------------------------------------- tflc run

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -70,7 +70,10 @@ def run(args) -> int:
                       unsafe=args.unsafe_deserialization, frontend=args.frontend)
     if src.kind == "tflite":  # an untrusted file: LiteRT must survive it before tflc writes a build of it
         from compiler import isolate
-        isolate.smoke(args.source)
+        refused = isolate.smoke(args.source)
+        if refused:  # not fatal: the target runtime may have kernels (custom ops) this LiteRT lacks
+            print(f"tflc: warning: LiteRT refuses {args.source} ({refused}); the build may not run here",
+                  file=sys.stderr)
     ctx = PassContext(source=src)
     timings: list = []
     model = pipeline.run(src.model, steps, ctx, print_ir=args.print_ir_after_all, timings=timings)
