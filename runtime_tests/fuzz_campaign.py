@@ -116,7 +116,7 @@ def _report(i: int, step: str, **fields) -> None:
     sys.__stdout__.flush()
 
 
-def worker(workdir: Path) -> None:
+def worker(workdir: Path, pipeline: str = "strip-unused") -> None:
     """Take mutant numbers on stdin; report each step before it starts and when it ends."""
     for line in sys.stdin:
         i = int(line)
@@ -132,7 +132,7 @@ def worker(workdir: Path) -> None:
                     _report(i, step, code=3, err=f"Traceback: cannot build zero inputs: {e!r}")
                     break
             argv = {"inspect": ["inspect", str(mutant)],
-                    "compile": ["compile", str(mutant), "--pipeline", "strip-unused", "-o", str(build)],
+                    "compile": ["compile", str(mutant), "--pipeline", pipeline, "-o", str(build)],
                     "run": ["run", str(build), "--input", str(workdir / f"in{i}.npz")]}[step]
             _report(i, step, start=True)
             code, err = _cli(argv)
@@ -171,7 +171,9 @@ def _reason(err: str) -> str:
 class Campaign:
     """Mutants from `seeds`, numbered from `first`, spread over `workers` worker processes."""
 
-    def __init__(self, seeds: list[Path], workdir: Path, workers: int = 2, step_timeout: float = 120.0):
+    def __init__(self, seeds: list[Path], workdir: Path, workers: int = 2, step_timeout: float = 120.0,
+                 pipeline: str = "strip-unused"):
+        self.pipeline = pipeline
         self.seeds = [(p, p.read_bytes()) for p in seeds]
         self.workdir = workdir
         self.workers = workers
@@ -236,7 +238,8 @@ class Campaign:
     def _spawn(self) -> subprocess.Popen:
         env = dict(_env(), PYTHONPATH=os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]),
                    TFLC_ISOLATE_TIMEOUT=str(self.step_timeout / 2))
-        return subprocess.Popen([sys.executable, str(Path(__file__)), "--worker", str(self.workdir)],
+        return subprocess.Popen([sys.executable, str(Path(__file__)), "--worker", str(self.workdir),
+                                 "--pipeline", self.pipeline],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True, cwd=REPO, env=env)
 
@@ -335,15 +338,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seeds", type=Path, default=REPO / ".cache" / "fuzz-seeds", help="folder for the seed builds")
     p.add_argument("--failures", type=Path, help="write every non-clean outcome here as JSON lines")
+    p.add_argument("--pipeline", default="strip-unused", help="the compile step's pipeline (default: strip-unused)")
     p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker(args.worker)
+        worker(args.worker, args.pipeline)
         return 0
     seeds = fixture_seeds(args.seeds) + corpus_seeds()
     print(f"seeds: {', '.join(s.parent.name + '/' + s.name for s in seeds)}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="tflc-fuzz-") as tmp, \
-            Campaign(seeds, Path(tmp), workers=args.workers) as campaign:
+            Campaign(seeds, Path(tmp), workers=args.workers, pipeline=args.pipeline) as campaign:
         start = time.perf_counter()
         campaign.run(list(range(args.first, args.first + args.n)))
         elapsed = time.perf_counter() - start
