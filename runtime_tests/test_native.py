@@ -406,3 +406,38 @@ def test_manifest_rules_agree_with_the_python_runtime(runner, staged, tmp_path):
         assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1  # no inputs given: never runs
         refused += not python_ok
     assert 100 < refused < 300  # both kinds were drawn
+
+
+def test_damaged_manifest_or_npy_bytes_give_one_printable_line(runner, staged, tmp_path):
+    """200 seeded byte-level damages (changed, cut or inserted bytes) of manifest.json or an input .npy
+    header: each run either works or ends with exit 2 and one printable UTF-8 line, never a crash."""
+    import random
+
+    inputs = npy_inputs(staged, tmp_path / "in")
+    manifest = (staged / "manifest.json").read_bytes()
+    npy = Path(inputs[0]).read_bytes()
+    rng = random.Random(0)
+    codes = set()
+    for _ in range(200):
+        target = rng.choice(["manifest", "npy"])
+        buf = bytearray(manifest if target == "manifest" else npy)
+        limit = len(buf) if target == "manifest" else 128
+        for _ in range(rng.randint(1, 8)):
+            j, op = rng.randrange(min(limit, len(buf))), rng.random()
+            if op < 0.5:
+                buf[j] = rng.randrange(256)
+            elif op < 0.75:
+                del buf[j:j + rng.randint(1, 16)]
+            else:
+                buf[j:j] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+        (staged / "manifest.json").write_bytes(bytes(buf) if target == "manifest" else manifest)
+        Path(inputs[0]).write_bytes(bytes(buf) if target == "npy" else npy)
+        proc = subprocess.run([str(runner), str(staged), "--input", *inputs, "--output", str(tmp_path / "out")],
+                              capture_output=True, timeout=60)
+        codes.add(proc.returncode)
+        assert proc.returncode in (0, 2), (target, proc.returncode, proc.stderr)
+        if proc.returncode:
+            line = proc.stderr.decode("utf-8")  # strict: the line is valid UTF-8
+            assert line.count("\n") == 1 and line.startswith("tflc-run: error: ")
+            assert all(ch.isprintable() for ch in line.rstrip("\n")), line
+    assert 2 in codes

@@ -91,8 +91,31 @@ class LogCapture {
   int real_ = -1, mem_ = -1;
 };
 
+// `text` with control bytes and bytes that are not UTF-8 shown as \xNN, so that a message quoting a
+// hostile file stays one printable line.
+std::string printable(const std::string& text) {
+  std::string out;
+  static const char hex[] = "0123456789abcdef";
+  for (size_t i = 0; i < text.size();) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    size_t n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    bool ok = n > 0 && i + n <= text.size() && c >= 0x20 && c != 0x7f;
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
+    if (ok) {
+      out.append(text, i, n);
+      i += n;
+    } else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+      ++i;
+    }
+  }
+  return out;
+}
+
 void say(int fd, const std::string& line) {
-  std::string s = line + "\n";
+  std::string s = printable(line) + "\n";
   if (write(fd, s.data(), s.size()) < 0) return;
 }
 
@@ -187,6 +210,10 @@ int run_in_child(tflc::Request req, const LogCapture& log, double timeout) {
   if (sig == SIGKILL) {
     say(log.real(), "tflc-run: error: killed (" + signame + ": out of memory, or stopped by the system) " + where(last));
     return 128 + sig;
+  }
+  if (last.compare(0, 5, "load ") != 0 && last.compare(0, 4, "run ") != 0) {  // not inside LiteRT: our bug
+    say(log.real(), "tflc-run: internal error: crashed (" + signame + ") " + where(last) + "; please report it");
+    return 3;
   }
   std::string why = log.errors();
   say(log.real(), "tflc-run: error: LiteRT crashed (" + signame + ") " + where(last) +
