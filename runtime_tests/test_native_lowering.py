@@ -325,6 +325,17 @@ def _rnn_model():
     return keras.Model(inp, keras.layers.Dense(2, name="head")(keras.layers.SimpleRNN(4, name="rnn")(inp)))
 
 
+def test_keras_ops_calls_in_the_graph_are_not_mistaken_for_layers():
+    """keras.ops.add/reshape are graph operations named Add/Reshape, like the layers: no rule takes them."""
+    import keras
+
+    L = keras.layers
+    inp = keras.Input((4, 6), batch_size=1, name="x")
+    y = keras.ops.reshape(keras.ops.add(L.Dense(6, name="d")(inp), inp), (1, 24))
+    model = keras.Model(inp, L.Dense(2, name="o")(y))
+    assert native.unsupported(model) == ["keras.ops.Add", "keras.ops.Reshape"]
+
+
 def test_choose(capsys):
     from compiler.errors import ConversionError, UsageError
 

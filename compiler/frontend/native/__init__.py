@@ -69,6 +69,12 @@ def _is_model(layer) -> bool:
     return isinstance(layer, keras.Model)
 
 
+def _is_layer(op) -> bool:
+    import keras
+
+    return isinstance(op, keras.layers.Layer)
+
+
 def unsupported(keras_model) -> list[str]:
     """Layer classes (with the reason, when a rule exists but refuses this instance) that have no
     native lowering; empty when the whole model lowers natively."""
@@ -82,10 +88,12 @@ def unsupported(keras_model) -> list[str]:
         for inp in fn.inputs:
             if any(d is None for d in inp.shape[1:]):
                 missing.append(f"InputLayer (unknown dimension in {tuple(inp.shape)})")
-        for layer in fn.layers:
+        for layer in fn.operations:
             cls = type(layer).__name__
             if _is_model(layer):
                 visit(layer)
+            elif not _is_layer(layer):  # a keras.ops call in the graph, e.g. keras.ops.add
+                missing.append(f"keras.ops.{type(layer).__name__}")
             elif cls not in RULES:
                 missing.append(cls)
             elif RULES[cls].check is not None:
@@ -157,7 +165,7 @@ def _walk(g: Graph, model, inputs: list[Tensor], prefix: str, batch: int) -> lis
                     if not any(t is x for x in ins):
                         g.rename(t, name if i == 0 else f"{name}:{i}")
             else:
-                rule_ = RULES.get(type(layer).__name__)
+                rule_ = RULES.get(type(layer).__name__) if _is_layer(layer) else None
                 if rule_ is None:
                     raise ConversionError(f"no native lowering for Keras layer {layer.name!r} "
                                           f"({type(layer).__name__}); use --frontend converter")
