@@ -441,3 +441,19 @@ def test_damaged_manifest_or_npy_bytes_give_one_printable_line(runner, staged, t
             assert line.count("\n") == 1 and line.startswith("tflc-run: error: ")
             assert all(ch.isprintable() for ch in line.rstrip("\n")), line
     assert 2 in codes
+
+
+def test_handoff_quantization_must_match_the_stage_file(runner, builds, tmp_path):
+    """An int8 handoff is read with the producer's scale and zero point: a manifest that records other
+    ones (valid as JSON, so compiler/manifest.py takes it) is refused before the stage runs."""
+    src = builds.get("contect-small", PIPELINES["int8"] + ",partition{stages=3}")
+    build = tmp_path / "build"
+    shutil.copytree(src, build)
+    inputs = npy_inputs(build, tmp_path / "in")
+    m = json.loads((build / "manifest.json").read_text())
+    k, t = next((k, t) for k, st in enumerate(m["stages"]) for t in st["inputs"]
+                if t["dtype"] == "int8" and t["quantization"])
+    t["quantization"]["scale"][0] *= 2
+    (build / "manifest.json").write_text(json.dumps(m))
+    assert_native_error(run_native(runner, build, inputs, tmp_path / "out"), m["stages"][k]["file"],
+                        f"input '{t['name']}' has other quantization parameters")

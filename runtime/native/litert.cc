@@ -42,6 +42,15 @@ Port port(LiteRtTensor t, const std::string& label) {
   if (p.type.layout.rank > LITERT_TENSOR_MAX_RANK) throw Error(label + ": tensor '" + p.name + "' has rank over 8");
   p.dtype = dtype_by_litert(p.type.element_type);
   for (unsigned i = 0; i < p.type.layout.rank; ++i) p.shape.push_back(p.type.layout.dimensions[i]);
+  LiteRtQuantizationTypeId q = kLiteRtQuantizationNone;
+  check(LiteRtGetQuantizationTypeId(t, &q), label + ": quantization of '" + p.name + "'");
+  p.quantization = q;
+  if (q == kLiteRtQuantizationPerTensor) {
+    LiteRtQuantizationPerTensor pt{};
+    check(LiteRtGetPerTensorQuantization(t, &pt), label + ": quantization of '" + p.name + "'");
+    p.scale = pt.scale;
+    p.zero_point = pt.zero_point;
+  }
   return p;
 }
 

@@ -60,6 +60,9 @@ struct Port {
   LiteRtRankedTensorType type;
   const DType* dtype;  // nullptr for element types a manifest cannot carry
   std::vector<int64_t> shape;
+  int quantization = 0;  // LiteRtQuantizationTypeId: none, per tensor, per channel
+  float scale = 0;       // per tensor
+  int64_t zero_point = 0;
 };
 
 // One stage, loaded from an open file (LiteRT maps it: weights stay file-backed) and compiled for the CPU.

@@ -110,7 +110,25 @@ const Port* find_port(const std::vector<Port>& ports, const std::string& name) {
   return nullptr;
 }
 
-// The stage file must have exactly the manifest's tensors, with its dtypes and shapes.
+// An integer tensor handed from stage to stage is read with the scale and zero point its producer wrote
+// it with: the stage file must carry the ones the manifest records (per-tensor: equal as float32).
+void check_quantization(const Port& p, const TensorSpec& t, const std::string& label, const char* kind) {
+  const std::optional<Quantization>& q = t.quantization;
+  bool ok;
+  if (!q) {
+    ok = p.quantization == kLiteRtQuantizationNone;
+  } else if (q->scale.size() == 1) {
+    ok = p.quantization == kLiteRtQuantizationPerTensor && p.scale == static_cast<float>(q->scale[0]) &&
+         p.zero_point == q->zero_point[0];
+  } else {
+    ok = p.quantization == kLiteRtQuantizationPerChannel;
+  }
+  if (!ok)
+    throw Error(label + ": " + kind + " '" + t.name + "' has other quantization parameters in the file than in "
+                "manifest.json");
+}
+
+// The stage file must have exactly the manifest's tensors, with its dtypes, shapes and quantization.
 void match(const std::vector<Port>& ports, const std::vector<TensorSpec>& specs, const std::string& label,
            const char* kind) {
   for (const TensorSpec& t : specs) {
@@ -119,6 +137,7 @@ void match(const std::vector<Port>& ports, const std::vector<TensorSpec>& specs,
     if (p->dtype != t.dtype || p->shape != t.shape)
       throw Error(label + ": " + kind + " '" + t.name + "' is " + describe(p->dtype, p->shape) + " in the file but " +
                   describe(t.dtype, t.shape) + " in manifest.json");
+    check_quantization(*p, t, label, kind);
   }
 }
 
