@@ -200,6 +200,19 @@ def test_bn_is_folded_only_when_it_can_be():
     assert [op.name for op in ir.main.operators] == ["CONV_2D", "MUL", "ADD", "ADD"]
 
 
+def test_relu_layers_fuse_into_their_producer():
+    def build(L, x):
+        a = L.Activation("relu", name="a_relu")(L.BatchNormalization(name="bn")(L.Conv2D(4, 3, name="c1")(x)))
+        b = L.Conv2D(4, 3, name="c2")(x)
+        summed = L.ReLU(name="out")(L.Add(name="add")([a, b]))
+        return L.Concatenate(name="cat")([summed, L.ReLU(6.0, name="b_relu6")(b)])  # b has two readers
+
+    ir = check(_model(build, (6, 6, 2)))
+    ops = [(op.name, getattr(op.options, "fusedActivationFunction", None)) for op in ir.main.operators]
+    assert ops == [("CONV_2D", 1), ("CONV_2D", 0), ("ADD", 1), ("RELU6", None), ("CONCATENATION", 0)]
+    assert [t.name for op in ir.main.operators for t in op.outputs] == ["a_relu", "c2", "out", "b_relu6", "cat"]
+
+
 def test_gru_is_unrolled_into_builtins():
     ir = check(_model(*RULE_CASES["gru_sequences"]))
     hist = ir.op_histogram()

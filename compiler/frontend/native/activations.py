@@ -82,6 +82,10 @@ def _check_activation(layer) -> str | None:
 @rule("Activation", check=_check_activation)
 def activation(node: Node) -> list[Tensor]:
     name = name_of(node.layer.activation)
+    if name in FUSED:
+        fused = fuse(node, FUSED[name])
+        if fused is not None:
+            return [fused]
     out = node.out()
     emit(node, node.x, name, out)
     return [out]
