@@ -9,7 +9,7 @@ compile succeeded. Workers are long-lived processes that take mutants one at a t
 than one interpreter per mutant); a worker killed by a signal is a signal death for the mutant and
 step it was on, and the mutant's remaining steps are not run. The table counts, per command:
 
-- rejected: exit 2 with one `tflc: error:` line;
+- rejected: exit 2 (an input error) or 1 (a check failed, e.g. check-opset) with one `tflc: error:` line;
 - accepted: exit 0 (for `run`: LiteRT ran the build);
 - signal deaths: the worker died, or the compile's isolated smoke test reports that LiteRT crashed
   (tflc turned it into an error, but the validator should have rejected the file first);
@@ -153,7 +153,7 @@ def classify(code: int, err: str) -> str:
     if code == 0:
         return "accepted"
     errors = [line for line in err.splitlines() if line.startswith("tflc: error:")]
-    if code == 2 and len(errors) == 1:
+    if code in (1, 2) and len(errors) == 1:  # 1: a check failed (e.g. check-opset), 2: an input error
         return "rejected"
     return "other"
 
