@@ -268,6 +268,8 @@ class Campaign:
                     rate = self.done / max(time.perf_counter() - self.start, 1e-9)
                     end = "" if sys.stderr.isatty() else "\n"
                     print(f"\rfuzz: {self.done}/{self.batch} mutants, {rate:.1f}/s", end=end, file=sys.stderr)
+                    if not sys.stderr.isatty() and self.done % 1000 == 0:  # a log keeps partial results
+                        print(self.table(), file=sys.stderr)
 
     def _follow(self, proc: subprocess.Popen, i: int) -> subprocess.Popen | None:
         """Read the worker's reports for mutant i; return the worker, or None if it died or hung."""
