@@ -166,6 +166,10 @@ def _source_kind(manifest: dict) -> str:
     if not path.exists():
         raise SourceError(f"{spec}: the build's source is gone (moved or deleted since it was compiled); give "
                           "reference_<output> arrays in the .npz, or recompile")
+    # The path comes from an untrusted manifest: hash only a regular file or a real SavedModel folder
+    # (not a device, a FIFO or the whole disk).
+    if kind == "keras" and not path.is_file() or kind == "savedmodel" and not (path / "saved_model.pb").is_file():
+        raise SourceError(f"{spec}: the build's recorded source is not a {'.keras file' if kind == 'keras' else 'SavedModel folder'}")
     from compiler.frontend import source_digest
 
     have, want = source_digest(path), manifest.get("source_sha256")

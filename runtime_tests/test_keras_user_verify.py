@@ -264,3 +264,18 @@ def test_ops_suggestion_round_trip(work, tmp_path):
 
     assert parse_version(runtime) <= parse_version("2.14")
     assert f"minimum TFLite runtime: {runtime}" in proc.stdout
+
+
+def test_recorded_source_from_an_untrusted_manifest_is_checked_before_hashing(tmp_path):
+    """A manifest's `source` names a path on this machine: only a regular .keras file or a folder with a
+    saved_model.pb is hashed (not a FIFO, which would block, nor the whole disk)."""
+    import os
+
+    from compiler.errors import SourceError
+    from compiler.verify import _source_kind
+
+    os.mkfifo(tmp_path / "pipe.keras")
+    for spec in (str(tmp_path / "pipe.keras"), "/"):
+        with pytest.raises(SourceError, match="not a"):
+            _source_kind({"source": spec, "source_sha256": "0" * 64})
+    assert _source_kind({"source": "model.tflite"}) == "tflite" and _source_kind({}) == "none"
