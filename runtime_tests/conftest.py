@@ -97,7 +97,18 @@ def pytest_collection_modifyitems(config, items):
             it.add_marker(pytest.mark.fast)
 
 
+def _fast_only(config) -> bool:
+    return (config.getoption("markexpr", "") or "").strip() == "fast"
+
+
 def pytest_configure(config):
-    markexpr = config.getoption("markexpr", "") or ""
-    if markexpr.strip() == "fast" and not any(m in sys.modules for m in _HEAVY):
+    if _fast_only(config) and not any(m in sys.modules for m in _HEAVY):
         sys.meta_path.insert(0, _NoTensorFlow())
+
+
+def pytest_ignore_collect(collection_path, config):
+    """With -m fast, test modules without a fast test are not even imported (collection is most of the time)."""
+    name = collection_path.name
+    if _fast_only(config) and name.startswith("test_") and name.endswith(".py"):
+        return name not in {key.split("::")[0] for key in FAST} or None
+    return None
