@@ -6,7 +6,7 @@ import numpy as np
 
 from compiler.frontend.native import rule
 from compiler.frontend.native.activations import FUSED, finish, name_of, supported
-from compiler.frontend.native.dense import weights
+from compiler.frontend.native.dense import value
 from compiler.frontend.native.graph import ACT, OP, Node, options
 from compiler.ir import Tensor
 from ai_edge_litert import schema_py_generated as schema
@@ -29,7 +29,11 @@ def _pair(v) -> tuple[int, int]:
     return (int(v[0]), int(v[-1]))
 
 
-def _conv(node: Node, x: Tensor, out_shape, filt: np.ndarray, bias: np.ndarray | None, depthwise: int = 0):
+def _bias(layer, channels: int) -> np.ndarray:
+    return value(layer.bias) if layer.use_bias else np.zeros(channels, np.float32)
+
+
+def _conv(node: Node, x: Tensor, out_shape, filt: Tensor, bias: np.ndarray, depthwise: int = 0):
     """One CONV_2D (depthwise=0) or DEPTHWISE_CONV_2D (depth multiplier), then the layer's activation."""
     layer = node.layer
     act = name_of(layer.activation)
@@ -41,9 +45,7 @@ def _conv(node: Node, x: Tensor, out_shape, filt: np.ndarray, bias: np.ndarray |
                   dilationWFactor=dw, fusedActivationFunction=fused)
     done = fused != ACT.NONE or act == "linear"
     y = node.out() if done and tuple(out_shape) == tuple(node.out_shapes[0]) else node.tmp("conv", out_shape)
-    if bias is None:
-        bias = np.zeros(filt.shape[3] if depthwise else filt.shape[0], np.float32)
-    ins = [x, node.const("kernel", filt), node.const("bias", bias)]
+    ins = [x, filt, node.const("bias", bias)]
     if depthwise:
         node.op(OP.DEPTHWISE_CONV_2D, ins, [y], options("DepthwiseConv2DOptions", depthMultiplier=depthwise, **common))
     else:
@@ -55,9 +57,10 @@ def _conv(node: Node, x: Tensor, out_shape, filt: np.ndarray, bias: np.ndarray |
 
 @rule("Conv2D", check=_check)
 def conv2d(node: Node) -> list[Tensor]:
-    ws = weights(node.layer)
-    filt = ws[0].transpose(3, 0, 1, 2)  # Keras HWIO -> TFLite OHWI
-    y, act = _conv(node, node.x, node.out_shapes[0], filt, ws[1] if node.layer.use_bias else None)
+    kv = node.layer.kernel
+    h, w, i, o = (int(d) for d in kv.shape)
+    filt = node.lazy("kernel", lambda: value(kv).transpose(3, 0, 1, 2), (o, h, w, i))  # HWIO -> OHWI
+    y, act = _conv(node, node.x, node.out_shapes[0], filt, _bias(node.layer, o))
     return [finish(node, y, act)]
 
 
@@ -72,10 +75,11 @@ def _check_1d(layer) -> str | None:
 @rule("Conv1D", check=_check_1d)
 def conv1d(node: Node) -> list[Tensor]:
     """(B, T, C) -> (B, 1, T, C), a 1xK CONV_2D, back to (B, T', C'); causal padding pads the past."""
-    ws = weights(node.layer)
+    kv = node.layer.kernel
+    k, i, o = (int(d) for d in kv.shape)
     x = node.x
     if node.layer.padding == "causal":
-        k, dilation = ws[0].shape[0], _pair(node.layer.dilation_rate)[0]
+        dilation = _pair(node.layer.dilation_rate)[0]
         left = (k - 1) * dilation
         padded = node.tmp("causal_pad", (x.shape[0], x.shape[1] + left, x.shape[2]))
         node.op(OP.PAD, [x, node.const("causal_paddings", np.asarray([[0, 0], [left, 0], [0, 0]], np.int32))],
@@ -84,9 +88,9 @@ def conv1d(node: Node) -> list[Tensor]:
     b, t, c = x.shape
     x4 = node.tmp("expand", (b, 1, t, c))
     node.op(OP.RESHAPE, [x, node.const("expand_shape", np.asarray(x4.shape, np.int32))], [x4])
-    filt = ws[0].transpose(2, 0, 1)[:, None]  # (K, I, O) -> (O, 1, K, I)
+    filt = node.lazy("kernel", lambda: value(kv).transpose(2, 0, 1)[:, None], (o, 1, k, i))  # KIO -> O1KI
     bo, to, co = node.out_shapes[0]
-    y, act = _conv(node, x4, (bo, 1, to, co), filt, ws[1] if node.layer.use_bias else None)
+    y, act = _conv(node, x4, (bo, 1, to, co), filt, _bias(node.layer, o))
     y3 = node.out() if act is None or act == "linear" else node.tmp("squeeze", (bo, to, co))
     node.op(OP.RESHAPE, [y, node.const("shape", np.asarray(node.out_shapes[0], np.int32))], [y3])
     return [finish(node, y3, act)]
@@ -94,11 +98,11 @@ def conv1d(node: Node) -> list[Tensor]:
 
 @rule("DepthwiseConv2D", check=_check)
 def depthwise(node: Node) -> list[Tensor]:
-    ws = weights(node.layer)
-    h, w, c, m = ws[0].shape
+    kv = node.layer.kernel
+    h, w, c, m = (int(d) for d in kv.shape)
     # Output channel c*m + k of TFLite's kernel is Keras' kernel[..., c, k].
-    filt = ws[0].reshape(1, h, w, c * m)
-    y, act = _conv(node, node.x, node.out_shapes[0], filt, ws[1] if node.layer.use_bias else None, depthwise=m)
+    filt = node.lazy("kernel", lambda: value(kv).reshape(1, h, w, c * m), (1, h, w, c * m))
+    y, act = _conv(node, node.x, node.out_shapes[0], filt, _bias(node.layer, c * m), depthwise=m)
     return [finish(node, y, act)]
 
 
@@ -110,14 +114,14 @@ def _check_separable(layer) -> str | None:
 def separable(node: Node) -> list[Tensor]:
     """A DEPTHWISE_CONV_2D (strides, dilation, padding) then a 1x1 CONV_2D with the bias and activation."""
     layer = node.layer
-    ws = weights(layer)
-    dw, pw = ws[0], ws[1]
-    h, w, c, m = dw.shape
+    dv, pv = layer.depthwise_kernel, layer.pointwise_kernel
+    h, w, c, m = (int(d) for d in dv.shape)
     b, ho, wo, f = node.out_shapes[0]
     sh, sw = _pair(layer.strides)
     dh, dwf = _pair(layer.dilation_rate)
     mid = node.tmp("depthwise", (b, ho, wo, c * m))
-    node.op(OP.DEPTHWISE_CONV_2D, [node.x, node.const("depthwise_kernel", dw.reshape(1, h, w, c * m)),
+    node.op(OP.DEPTHWISE_CONV_2D, [node.x, node.lazy("depthwise_kernel", lambda: value(dv).reshape(1, h, w, c * m),
+                                                     (1, h, w, c * m)),
                                    node.const("depthwise_bias", np.zeros(c * m, np.float32))], [mid],
             options("DepthwiseConv2DOptions", padding=PADDING[layer.padding], strideH=sh, strideW=sw,
                     dilationHFactor=dh, dilationWFactor=dwf, depthMultiplier=m))
@@ -125,9 +129,9 @@ def separable(node: Node) -> list[Tensor]:
     fused = FUSED.get(act, ACT.NONE)
     done = fused != ACT.NONE or act == "linear"
     y = node.out() if done else node.tmp("pointwise", node.out_shapes[0])
-    bias = ws[2] if layer.use_bias else np.zeros(f, np.float32)
-    node.op(OP.CONV_2D, [mid, node.const("pointwise_kernel", pw.reshape(c * m, f).T.reshape(f, 1, 1, c * m)),
-                         node.const("bias", bias)], [y],
+    pointwise = node.lazy("pointwise_kernel", lambda: value(pv).reshape(c * m, f).T.reshape(f, 1, 1, c * m),
+                          (f, 1, 1, c * m))
+    node.op(OP.CONV_2D, [mid, pointwise, node.const("bias", _bias(layer, f))], [y],
             options("Conv2DOptions", padding=PADDING["valid"], strideH=1, strideW=1, dilationHFactor=1,
                     dilationWFactor=1, fusedActivationFunction=fused))
     return [finish(node, y, None if done else act)]

@@ -10,9 +10,10 @@ from compiler.frontend.native.graph import ACT, OP, Node, options
 from compiler.ir import Tensor
 
 
-def weights(layer) -> list[np.ndarray]:
-    """The layer's weights as float32 numpy arrays (Keras variables hold them; no TF tracing)."""
-    return [np.asarray(w, dtype=np.float32) for w in layer.get_weights()]
+def value(v) -> np.ndarray:
+    """A Keras variable's current value as a float32 array (no TF tracing). Large weights are read
+    through `Node.lazy`, so the IR never holds a second copy of them."""
+    return np.asarray(v.numpy(), np.float32)
 
 
 def _check(layer) -> str | None:
@@ -26,9 +27,9 @@ def _check(layer) -> str | None:
 @rule("Dense", check=_check)
 def dense(node: Node) -> list[Tensor]:
     layer, x = node.layer, node.x
-    ws = weights(layer)
-    kernel, bias = ws[0], (ws[1] if layer.use_bias else None)
-    units = kernel.shape[1]
+    kv = layer.weights[0]
+    bias = value(layer.weights[1]) if layer.use_bias else None
+    fan_in, units = (int(d) for d in kv.shape)
     act = name_of(layer.activation)
     fused = FUSED.get(act, ACT.NONE)
     rows = int(np.prod(x.shape[:-1]))
@@ -38,7 +39,8 @@ def dense(node: Node) -> list[Tensor]:
         x = flat
     last = len(node.out_shapes[0]) == 2 and (fused != ACT.NONE or act == "linear")
     y = node.out() if last else node.tmp("matmul", (rows, units))
-    ins = [x, node.const("kernel", kernel.T), None if bias is None else node.const("bias", bias)]
+    ins = [x, node.lazy("kernel", lambda: value(kv).T, (units, fan_in)),
+           None if bias is None else node.const("bias", bias)]
     node.op(OP.FULLY_CONNECTED, ins, [y], options("FullyConnectedOptions", fusedActivationFunction=fused))
     if last:
         return [y]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.frontend.native import rule
-from compiler.frontend.native.dense import weights
+from compiler.frontend.native.dense import value
 from compiler.frontend.native.graph import OP, Node, options
 from compiler.ir import Tensor
 
@@ -26,6 +26,7 @@ def embedding(node: Node) -> list[Tensor]:
         node.op(OP.CAST, [ids], [cast])
         ids = cast
     out = node.out()
-    node.op(OP.GATHER, [node.const("embeddings", weights(node.layer)[0]), ids], [out],
+    table = node.layer.embeddings
+    node.op(OP.GATHER, [node.lazy("embeddings", lambda: value(table), tuple(table.shape)), ids], [out],
             options("GatherOptions", axis=0, batchDims=0))
     return [out]

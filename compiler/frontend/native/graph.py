@@ -29,6 +29,36 @@ def options(kind: str, **fields):
     return obj
 
 
+class LazyBuffer(Buffer):
+    """A weight computed from the Keras model's variables each time it is read, never held: the IR of a
+    large model then costs no second copy of its weights. Passes that replace a weight (quantize) read
+    it once; the writer reads what is left. `make` returns the array in the tensor's layout."""
+
+    def __init__(self, make, shape, dtype):
+        self._make, self._shape, self._dtype = make, tuple(shape), np.dtype(dtype)
+
+    @property
+    def data(self) -> np.ndarray:
+        arr = np.ascontiguousarray(self._make(), dtype=self._dtype)
+        if arr.shape != self._shape:
+            raise ValueError(f"lazy weight has shape {arr.shape}, expected {self._shape}")
+        return arr.reshape(-1).view(np.uint8)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self._shape, dtype=np.int64)) * self._dtype.itemsize
+
+    def scaled(self, factor: np.ndarray) -> "LazyBuffer":
+        """The same weight times `factor` (broadcast in the tensor's layout), also computed on read."""
+        make = self._make
+        return LazyBuffer(lambda: make() * factor, self._shape, self._dtype)
+
+
+def variable(v):
+    """A Keras variable's current value as float32 (read on demand by lazy weights)."""
+    return lambda: np.asarray(v.numpy(), np.float32)
+
+
 class Graph:
     def __init__(self, name: str = "main"):
         self.sg = Subgraph(name)
@@ -58,6 +88,13 @@ class Graph:
             arr = arr.astype(np.float32)
         t = Tensor(self.unique(name), tuple(arr.shape), tensor_type_of(arr.dtype),
                    buffer=Buffer(arr.reshape(-1).view(np.uint8)))
+        self.sg.tensors.append(t)
+        return t
+
+    def lazy(self, name: str, make, shape, dtype=np.float32) -> Tensor:
+        """A constant whose values `make()` computes when read (see LazyBuffer)."""
+        t = Tensor(self.unique(name), tuple(int(d) for d in shape), tensor_type_of(dtype),
+                   buffer=LazyBuffer(make, shape, dtype))
         self.sg.tensors.append(t)
         return t
 
@@ -103,6 +140,9 @@ class Node:
 
     def const(self, what: str, values, dtype=None) -> Tensor:
         return self.graph.const(f"{self.name}/{what}", values, dtype)
+
+    def lazy(self, what: str, make, shape, dtype=np.float32) -> Tensor:
+        return self.graph.lazy(f"{self.name}/{what}", make, shape, dtype)
 
     def op(self, code: int, inputs, outputs, opts=None, version: int = 1) -> Operator:
         return self.graph.op(code, inputs, outputs, opts, version)

@@ -13,7 +13,7 @@ import numpy as np
 
 from compiler.frontend.native import rule
 from compiler.frontend.native.activations import name_of
-from compiler.frontend.native.dense import weights
+from compiler.frontend.native.dense import value
 from compiler.frontend.native.graph import OP, Node, options
 from compiler.ir import Tensor
 
@@ -32,23 +32,22 @@ def _check(layer) -> str | None:
 @rule("GRU", check=_check)
 def gru(node: Node) -> list[Tensor]:
     layer, x = node.layer, node.x
-    ws = weights(layer)
-    kernel, recurrent = ws[0], ws[1]
-    units = recurrent.shape[0]
-    bias = ws[2] if layer.use_bias else np.zeros((2, 3 * units), np.float32)
+    kv, rv = layer.cell.kernel, layer.cell.recurrent_kernel
+    units = int(rv.shape[0])
+    bias = value(layer.cell.bias) if layer.use_bias else np.zeros((2, 3 * units), np.float32)
     b, steps, feat = x.shape
 
     flat = node.tmp("inputs_2d", (b * steps, feat))
     node.op(OP.RESHAPE, [x, node.const("inputs_2d_shape", np.asarray(flat.shape, np.int32))], [flat])
     proj = node.tmp("input_projection", (b * steps, 3 * units))
-    node.op(OP.FULLY_CONNECTED, [flat, node.const("kernel", kernel.T), node.const("input_bias", bias[0])], [proj],
+    node.op(OP.FULLY_CONNECTED, [flat, node.lazy("kernel", lambda: value(kv).T, (3 * units, feat)), node.const("input_bias", bias[0])], [proj],
             options("FullyConnectedOptions"))
     proj3 = node.tmp("input_projection_3d", (b, steps, 3 * units))
     node.op(OP.RESHAPE, [proj, node.const("projection_shape", np.asarray(proj3.shape, np.int32))], [proj3])
     per_step = [node.tmp(f"x_{t}", (b, 3 * units)) for t in range(steps)]
     node.op(OP.UNPACK, [proj3], per_step, options("UnpackOptions", num=steps, axis=1))
 
-    rec_w = node.const("recurrent_kernel", recurrent.T)
+    rec_w = node.lazy("recurrent_kernel", lambda: value(rv).T, (3 * units, units))
     rec_b = node.const("recurrent_bias", bias[1])
     sizes = node.const("split_sizes", np.asarray([2 * units, units], np.int32))
     axis = node.const("split_axis", np.int32(1))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.frontend.native import rule
-from compiler.frontend.native.graph import ACT, OP, Node, options
+from compiler.frontend.native.graph import ACT, OP, LazyBuffer, Node, options
 from compiler.ir import Buffer, Tensor
 
 
@@ -46,11 +46,11 @@ def _fold(node: Node, s: np.ndarray, t: np.ndarray) -> Tensor | None:
     filt, axis = op.inputs[1], _OUT_AXIS[op.builtin_code]
     shape = [1] * len(filt.shape)
     shape[axis] = -1
-    if filt.buffer.data.flags.writeable:  # our own copy of the layer's kernel: scale it in place
-        filt.buffer.data.view(np.float32).reshape(filt.shape)[...] *= s.astype(np.float32).reshape(shape)
+    factor = s.astype(np.float32).reshape(shape)
+    if isinstance(filt.buffer, LazyBuffer):  # still the Keras variable: scale it when it is read
+        filt.buffer = filt.buffer.scaled(factor)
     else:
-        scaled = filt.numpy() * s.astype(np.float32).reshape(shape)
-        filt.buffer = Buffer(scaled.reshape(-1).view(np.uint8))
+        filt.buffer = Buffer((filt.numpy() * factor).reshape(-1).view(np.uint8))
     bias = op.inputs[2] if len(op.inputs) > 2 else None
     old = np.zeros_like(s) if bias is None else bias.numpy().astype(np.float64)
     new = node.const("bias", (old * s + t).astype(np.float32))

@@ -14,7 +14,7 @@ import numpy as np
 
 from compiler.frontend.native import rule
 from compiler.frontend.native.activations import name_of
-from compiler.frontend.native.dense import weights
+from compiler.frontend.native.dense import value
 from compiler.frontend.native.graph import ACT, OP, Node, options
 from compiler.ir import Tensor
 
@@ -43,18 +43,20 @@ def _fused(node: Node, layer, x: Tensor, name: str, out: Tensor | None) -> Tenso
     """One UNIDIRECTIONAL_SEQUENCE_LSTM over x (batch, time, features): its (batch, time, units) output,
     written into `out` if given. Tensors are named `name/...`."""
     g = node.graph
-    ws = weights(layer)
-    kernel, recurrent = ws[0], ws[1]
-    units = recurrent.shape[0]
-    bias = ws[2] if layer.use_bias else np.zeros(4 * units, np.float32)
+    kv, rv = layer.cell.kernel, layer.cell.recurrent_kernel
+    units, fan_in = int(rv.shape[0]), int(kv.shape[0])
+    bias = value(layer.cell.bias) if layer.use_bias else np.zeros(4 * units, np.float32)
     batch = x.shape[0]
 
     def block(w, k):
         return w[..., k * units:(k + 1) * units]
 
+    def gate_weight(v, k, what, width):
+        return g.lazy(f"{name}/{GATES[k]}_{what}", lambda: block(value(v), k).T, (units, width))
+
     ins: list[Tensor | None] = [x]
-    ins += [g.const(f"{name}/{gate}_kernel", block(kernel, k).T) for k, gate in enumerate(GATES)]
-    ins += [g.const(f"{name}/{gate}_recurrent_kernel", block(recurrent, k).T) for k, gate in enumerate(GATES)]
+    ins += [gate_weight(kv, k, "kernel", fan_in) for k in range(4)]
+    ins += [gate_weight(rv, k, "recurrent_kernel", units) for k in range(4)]
     ins += [None, None, None]
     ins += [g.const(f"{name}/{gate}_bias", block(bias, k)) for k, gate in enumerate(GATES)]
     ins += [None, None]
