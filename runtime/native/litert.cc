@@ -1,6 +1,5 @@
 #include "litert.h"
 
-
 namespace tflc {
 namespace {
 

@@ -127,7 +127,6 @@ LiteRtStatus LiteRtRunCompiledModel(LiteRtCompiledModel compiled_model, LiteRtPa
 LiteRtStatus LiteRtCreateManagedTensorBuffer(LiteRtEnvironment env, int buffer_type,
                                              const LiteRtRankedTensorType* tensor_type, size_t buffer_size,
                                              LiteRtTensorBuffer* buffer);
-LiteRtStatus LiteRtGetTensorBufferPackedSize(LiteRtTensorBuffer tensor_buffer, size_t* size);
 LiteRtStatus LiteRtLockTensorBuffer(LiteRtTensorBuffer tensor_buffer, void** host_mem_addr,
                                     LiteRtTensorBufferLockMode lock_mode);
 LiteRtStatus LiteRtUnlockTensorBuffer(LiteRtTensorBuffer buffer);
