@@ -164,3 +164,43 @@ def test_tflc_ops_on_a_build_folder(small, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == json.loads((build / "ops.json").read_text())
     assert_user_error(tflc("ops", str(build), "--target", "builtins-int8"), "builtins-int8", code=1)
+
+
+def test_ops_table_records_the_minimum_runtime_per_stage_and_build(small):
+    """min_runtime is the newest runtime any (op, version) needs, from the catalogue's runtime_version.cc
+    table: per stage, and for the build the newest of its stages'."""
+    from kernels.catalogue import min_runtime, parse_version
+
+    def newest(model):
+        found = [min_runtime(op.name, int(op.version or 1)) for _, op in model.operators()]
+        return max((f[0] for f in found if f), key=parse_version)
+
+    table = ops_table([small["float"], small["dyn"]])
+    assert [s["min_runtime"] for s in table["stages"]] == [newest(small["float"]), newest(small["dyn"])]
+    assert table["stages"][1]["min_runtime"] == "2.17.0"  # FULLY_CONNECTED v12
+    assert parse_version(table["stages"][0]["min_runtime"]) < parse_version("2.14")
+    assert table["min_runtime"] == "2.17.0" and table["min_runtime_estimated"] is False
+    assert {"conv_a", "wide_a", "dense_a"} <= set(table["keras_layers"])
+
+
+def test_recorded_layers_of_a_hostile_ops_json(tmp_path):
+    from kernels.registration import recorded_layers
+
+    for text in ("{", "[]", '{"keras_layers": "conv"}', '{"keras_layers": {"a": 1}}'):
+        (tmp_path / "ops.json").write_text(text)
+        assert recorded_layers(tmp_path) == []
+    (tmp_path / "ops.json").write_text(json.dumps({"keras_layers": ["conv", 3, "", "x" * 2000, None, "head"]}))
+    assert recorded_layers(tmp_path) == ["conv", "head"]
+    (tmp_path / "ops.json").unlink()
+    assert recorded_layers(tmp_path) == []
+
+
+def test_tflc_ops_on_a_build_names_keras_layers_and_the_runtime(small, tmp_path):
+    from compiler.artifacts import write_build
+
+    build = write_build(small["dyn"], tmp_path / "b")
+    proc = tflc("ops", str(build), "--target", "tflite-2.14")
+    assert_user_error(proc, "FULLY_CONNECTED v12", code=1)
+    assert "'wide_a'" in proc.stderr and "'dense_a'" in proc.stderr
+    assert "keep-float=wide_a|dense_a" in proc.stderr or "keep-float=dense_a|wide_a" in proc.stderr
+    assert "minimum TFLite runtime: 2.17.0" in proc.stdout
