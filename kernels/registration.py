@@ -13,6 +13,7 @@ from compiler.ir.core import Model, Operator
 from kernels.catalogue import is_flex, registration_function
 
 FORMAT = 1
+MAX_LAYERS = 10_000  # Keras layer names kept from a build's ops.json (10 ResNet-50 branches: ~1,800)
 
 
 def op_key(op: Operator) -> tuple[str, int]:
@@ -85,7 +86,8 @@ def recorded_layers(build_dir) -> list[str]:
     except (TflcError, ValueError, OSError):
         return []
     layers = table.get("keras_layers") if isinstance(table, dict) else None
-    if not isinstance(layers, list) or len(layers) > 1_000_000:
+    # Layer lookup copies the list per operator: a huge list in a hostile file would make `tflc ops` crawl.
+    if not isinstance(layers, list) or len(layers) > MAX_LAYERS:
         return []
     return [x for x in layers if isinstance(x, str) and 0 < len(x) <= 1024]
 
