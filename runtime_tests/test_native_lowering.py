@@ -456,6 +456,26 @@ def test_random_stacks_match_keras(data):
     check(model, seed=data.draw(st.integers(0, 100)))
 
 
+def test_weights_stay_in_the_keras_variables_until_read(fixture_model):
+    """The IR holds no second copy of the weights: kernels are read from the Keras variables (in the
+    kernel's layout, BN folded) only when a pass or the writer asks."""
+    from compiler.frontend.native.graph import LazyBuffer
+
+    name, fx, model = fixture_model
+    ir = native.lower(model)
+    consts = {id(t.buffer): t for t in ir.main.tensors if t.is_constant}.values()
+    lazy = sum(t.buffer.nbytes for t in consts if isinstance(t.buffer, LazyBuffer))
+    held = sum(t.buffer.nbytes for t in consts if not isinstance(t.buffer, LazyBuffer))
+    assert held < 0.05 * lazy, (held, lazy)
+    out = "branch_0_stem_relu" if name == "contect-small" else "Conv1_relu"  # conv, BN and ReLU in one op
+    first = next(op for op in ir.main.operators if op.outputs[0].name == out)
+    conv = model.get_layer("branch_0_stem_conv" if name == "contect-small" else "Conv1")
+    bn = model.get_layer("branch_0_stem_bn" if name == "contect-small" else "bn_Conv1")
+    gamma, var = bn.gamma.numpy(), bn.moving_variance.numpy()
+    want = conv.kernel.numpy().transpose(3, 0, 1, 2) * (gamma / np.sqrt(var + bn.epsilon))[:, None, None, None]
+    np.testing.assert_allclose(first.inputs[1].numpy(), want, rtol=1e-6, atol=1e-7)
+
+
 def test_int8_dynamic_gives_the_fused_lstm_hybrid_int8_weights():
     """LiteRT's hybrid LSTM kernel: 8 int8 gate matrices (one scale each), float biases and states, v3
     (asymmetric inputs); the result stays close to the float build."""
