@@ -78,6 +78,8 @@ def write_build(model: Model, out_dir: str | os.PathLike, *, source: Any = None,
             "fixture": getattr(getattr(source, "fixture", None), "name", None),
             "source_sha256": getattr(source, "sha256", None) or _source_sha256(source),
             "quantization": quant,
+            # How a Keras source was lowered ("native" or "converter"); absent for .tflite sources.
+            **({"frontend": source.frontend} if getattr(source, "kind", None) in ("keras", "fixture") else {}),
             "precision": done.precision,
             "inputs": [tensor_entry(t) for t in model.inputs],
             "outputs": [dict(tensor_entry(t), source=src) for t, src in zip(model.outputs, plan.output_sources)],

@@ -375,10 +375,12 @@ def test_cli_records_the_frontend_and_falls_back(tmp_path):
     proc = tflc("compile", str(tmp_path / "lstm.keras"), "--pipeline", pipe, "-o", str(tmp_path / "a"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "a" / "report.json").read_text())["frontend"] == "native"
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["frontend"] == "native"
     proc = tflc("compile", str(tmp_path / "rnn.keras"), "--pipeline", pipe, "-o", str(tmp_path / "b"))
     assert proc.returncode == 0, proc.stderr
     assert "tflc: note: no native lowering for SimpleRNN; using the TFLite converter" in proc.stderr
     assert json.loads((tmp_path / "b" / "report.json").read_text())["frontend"] == "converter"
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["frontend"] == "converter"
     proc = tflc("compile", str(tmp_path / "rnn.keras"), "--frontend", "native", "-o", str(tmp_path / "c"))
     assert_user_error(proc, "no native lowering for SimpleRNN", code=2)
     assert not (tmp_path / "c").exists()
