@@ -133,6 +133,8 @@ RULE_CASES = {
     "padding_1d": (lambda L, x: L.Cropping1D((1, 2), name="crop")(L.ZeroPadding1D(2, name="pad")(x)), (6, 3)),
     "training_only_are_identity": (lambda L, x: L.Dense(3, name="d")(L.GaussianNoise(0.5, name="gn")(
         L.Dropout(0.5, name="drop")(L.SpatialDropout1D(0.3, name="sd")(x)))), (5, 4)),
+    "time_distributed": (lambda L, x: L.TimeDistributed(L.Dense(3, activation="relu"), name="td_dense")(
+        L.TimeDistributed(L.Conv2D(2, 3, padding="same"), name="td_conv")(x)), (4, 5, 5, 2)),
     "rescaling": (lambda L, x: L.Rescaling(1 / 127.5, offset=-1, name="rs")(x), (4, 4, 3)),
     "lstm_sequences": (lambda L, x: L.LSTM(6, return_sequences=True, name="lstm")(x), (10, 4)),
     "lstm_last": (lambda L, x: L.LSTM(5, name="lstm")(x), (7, 3)),
