@@ -2,9 +2,9 @@
 
 LiteRT trusts the models it loads: a malformed one can kill the process with SIGSEGV or SIGABRT.
 tflc's reader rejects everything it knows to be dangerous (`compiler/ir/validate.py`); this module
-is the last line behind it. `smoke` loads, allocates and invokes a model once with zeros in a child
-(`python -m compiler.isolate`), with the builtin kernels and then with XNNPACK; `run_build` runs
-`tflc run` in a child. The child is a fresh interpreter (subprocess, never fork of a process that
+is the last line behind it. `smoke` loads (LiteRT's flatbuffer verifier runs then), allocates and
+invokes a model once with zeros in a child (`python -m compiler.isolate`), with the builtin kernels and
+then with XNNPACK; `run_build` runs `tflc run` in a child. The child is a fresh interpreter (subprocess, never fork of a process that
 has TensorFlow loaded), and a signal, or a hang past the timeout, becomes one line.
 
 Imports stay light (no numpy, no LiteRT, no IR in the parent): the CLI calls this before anything heavy.
@@ -26,6 +26,7 @@ TIMEOUT_ENV = "TFLC_ISOLATE_TIMEOUT"
 DEFAULT_TIMEOUT = 300.0
 # What the child prints on stdout, one line each: "phase <what> | <kernels>", then "ok" or "refused <reason>".
 _PHASE, _OK, _REFUSED = "phase ", "ok", "refused "
+_NOT_FLATBUFFER = "The model is not a valid Flatbuffer buffer"
 
 
 class LiteRTCrash(FlatbufferError):
@@ -76,6 +77,8 @@ def smoke(path: str | os.PathLike, timeout: float | None = None) -> str | None:
         return None
     refused = [line[len(_REFUSED):] for line in lines if line.startswith(_REFUSED)]
     if proc.returncode == 0 and refused:
+        if _NOT_FLATBUFFER in refused[-1]:  # LiteRT's flatbuffer verifier, which tflc's reader does not run
+            raise FlatbufferError(f"{path}: LiteRT's flatbuffer verifier rejects this file (corrupt?)")
         return refused[-1]
     raise RuntimeError(f"the LiteRT smoke test of {path} failed unexpectedly (exit {proc.returncode}): "
                        f"{proc.stderr.strip()[-2000:]}")

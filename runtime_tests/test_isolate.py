@@ -61,7 +61,6 @@ def test_smoke_passes_a_good_model_and_reports_refusals(tmp_path):
 def test_compile_writes_no_build_when_litert_crashes(tmp_path, monkeypatch, capsys):
     bad = reshape_crasher(tmp_path / "bad.tflite")
     monkeypatch.setattr(flatbuffer, "validate", lambda *a, **k: None)  # a file the validator would miss
-    monkeypatch.setattr(flatbuffer, "_litert_verify", lambda *a, **k: None)
     out = tmp_path / "build"
     code = cli.main(["compile", str(bad), "--pipeline", "strip-unused", "-o", str(out)])
     err = capsys.readouterr().err
@@ -126,3 +125,30 @@ def test_run_argv_carries_every_run_option():
     assert {k: v for k, v in vars(again).items() if k != "isolate"} == \
            {k: v for k, v in vars(args).items() if k != "isolate"}
     assert again.isolate is False and json.dumps(isolate.run_argv(args)[0]) == '"run"'
+
+
+def test_litert_flatbuffer_verifier_runs_in_the_child(tmp_path):
+    """The first one-byte change of a small model that tflc's reader accepts but LiteRT's flatbuffer
+    verifier rejects (found by scanning): compile refuses it in one line and writes nothing, and no
+    change before it crashes LiteRT."""
+    data = flatbuffer.dumps(two_ops())
+    for pos in range(len(data)):
+        bad = bytearray(data)
+        bad[pos] ^= 0xFF
+        path = tmp_path / "flip.tflite"
+        path.write_bytes(bytes(bad))
+        try:
+            flatbuffer.load(path)
+        except FlatbufferError:
+            continue  # tflc's own reader catches this one
+        try:
+            isolate.smoke(path)
+        except isolate.LiteRTCrash:
+            raise AssertionError(f"LiteRT crashes on byte {pos} flipped, and tflc's reader accepts it") from None
+        except FlatbufferError as e:
+            assert str(e) == f"{path}: LiteRT's flatbuffer verifier rejects this file (corrupt?)"
+            proc = tflc("compile", str(path), "--pipeline", "strip-unused", "-o", str(tmp_path / "b"))
+            assert_user_error(proc, "LiteRT's flatbuffer verifier rejects this file", code=2)
+            assert not (tmp_path / "b").exists()
+            return
+    pytest.fail("no one-byte change of the model gets past tflc's reader to LiteRT's verifier")

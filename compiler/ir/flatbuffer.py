@@ -29,10 +29,6 @@ _SUBGRAPH_FIELDS = {
     "updateComputationSubgraphIndex", "comparatorSubgraphIndex",
 }
 _MAX_FLATBUFFER = 2**31 - 1
-# LiteRT's verifier takes a path (it maps the file) or a copy of the bytes (two, through pybind11's
-# std::string). Above this size without a path, the copy would raise the peak memory of the process
-# that reads the model (the runtime validates each stage), so only tflc's own checks run.
-_VERIFY_COPY_LIMIT = 16 << 20
 
 
 def _text(value) -> str:
@@ -68,16 +64,16 @@ def load(path: str | os.PathLike) -> Model:
         raise SourceError(f"{path}: cannot read ({e.strerror})") from None
     except OSError as e:
         raise SourceError(f"{path}: cannot read ({e.strerror or e})") from None
-    return loads(data, origin=str(path), path=path)
+    return loads(data, origin=str(path))
 
 
-def loads(data, origin: str = "<bytes>", path: str | os.PathLike | None = None) -> Model:
+def loads(data, origin: str = "<bytes>") -> Model:
     """Parse flatbuffer bytes (bytes, bytearray or mmap) into the IR, validating as it goes.
 
-    After parsing, `validate` checks what the model means operator by operator, and then LiteRT's own
-    flatbuffer verifier runs on the bytes (`path`, when given, is the file they were mapped from, e.g.
-    /proc/self/fd/N: the verifier maps it itself instead of copying the bytes; without a path, models
-    over 16 MiB skip LiteRT's verifier)."""
+    After parsing, `validate` checks what the model means operator by operator. LiteRT's own flatbuffer
+    verifier is not called here: the only Python entry to it (the model analyzer) dereferences fields
+    after verifying and crashes on some one-byte corruptions. LiteRT runs it itself when it loads a
+    model, and `compiler.isolate.smoke` does so in a child process."""
     size = len(data)
     if size < 8:
         raise FlatbufferError(f"{origin}: {size} bytes is too short to be a TFLite flatbuffer (truncated?)")
@@ -93,28 +89,7 @@ def loads(data, origin: str = "<bytes>", path: str | os.PathLike | None = None) 
         raise FlatbufferError(f"{origin}: corrupt or truncated TFLite flatbuffer ({type(e).__name__}: {e})") from None
     model = _from_object(mt, data, origin)
     validate(model, origin=origin, file_size=size)
-    if path is not None:
-        _litert_verify(path, origin)
-    elif size <= _VERIFY_COPY_LIMIT:
-        _litert_verify(data, origin)
     return model
-
-
-def _litert_verify(source, origin: str) -> None:
-    """Run LiteRT's flatbuffer verifier (FlatBufferModel::VerifyAndBuildFrom*), which the model analyzer
-    that ai_edge_litert ships runs before anything else. Called only after `validate`, because past
-    the verifier the analyzer walks the model's indices, which only our checks guarantee."""
-    try:
-        from ai_edge_litert import _pywrap_analyzer_wrapper as analyzer
-    except ImportError:  # packages without the analyzer (tflite-runtime): our own checks have run
-        return
-    if isinstance(source, (str, os.PathLike)):
-        report = analyzer.ModelAnalyzer(os.fspath(source), True, False)
-    else:
-        report = analyzer.ModelAnalyzer(bytes(source), False, False)
-    if not report.startswith("Your TFLite model has"):
-        reason = report.split("Failed to mmap")[0].strip() or "rejected"
-        raise FlatbufferError(f"{origin}: LiteRT's flatbuffer verifier rejects this file ({reason})")
 
 
 def _fail(origin: str, what: str):

@@ -536,6 +536,8 @@ class _Checker:
             si = self.index.get(id(sd.subgraph))
             if si is None:
                 self.fail(f"signature {sd.key!r} refers to a subgraph that is not in the model")
+            if not sd.key or any(not name for name, _ in (*sd.inputs, *sd.outputs)):
+                self.fail(f"signature {sd.key!r} of subgraph {si} has no key or an unnamed input or output")
             for kind, pairs, allowed in (("input", sd.inputs, sd.subgraph.inputs),
                                          ("output", sd.outputs, sd.subgraph.outputs)):
                 ids = {id(t) for t in allowed}
