@@ -155,10 +155,8 @@ def _source_kind(manifest: dict) -> str:
     tflite | none. A file source that is gone or changed since the build is one SourceError line,
     checked here (no TensorFlow yet), before the build runs."""
     spec = manifest.get("source")
-    if not spec:
-        return "none"
-    if spec.startswith(("fixtures:", "fixture:")):
-        return "fixture"
+    if not spec or spec.startswith(("fixtures:", "fixture:")):
+        return "fixture" if spec or manifest.get("fixture") else "none"
     path = Path(spec)
     if path.suffix == ".tflite":
         return "tflite"
@@ -193,7 +191,7 @@ def _reference(kind: str, fixture, manifest: dict, inputs: dict[str, np.ndarray]
     if fixture is not None or kind == "fixture":
         import fixtures
 
-        fx = fixture or fixtures.get(manifest["source"].split(":", 1)[1])
+        fx = fixture or fixtures.get(manifest.get("fixture") or manifest["source"].split(":", 1)[1])
         try:
             model = fx.build(batch_size=None)  # any batch: the reference runs in large batches
         except TypeError:

@@ -66,21 +66,25 @@ def alternatives(pattern: str) -> list[str]:
 
 
 def _check_alternatives(pattern: str, names: dict[int, list[str]], keras_layers: list[str]) -> None:
+    """Every alternative of `pattern` fully matches some layer or tensor name; else one line naming each
+    one that does not, with its close matches."""
     import difflib
 
     layers = list(dict.fromkeys(keras_layers or (n[0] for n in names.values() if n)))
     known = set(layers) | {n for found in names.values() for n in found}
+    unmatched = []
     for alt in alternatives(pattern):
         try:
             rx = re.compile(alt)
         except re.error:
             continue  # only valid as part of the whole pattern: the whole pattern matched above
-        if any(rx.fullmatch(n) for n in known):
-            continue
-        close = difflib.get_close_matches(alt, layers, n=5, cutoff=0.5)
-        hint = (f"close matches: {', '.join(close)}" if close
-                else f"the model's layers include {', '.join(layers[:8])}{' ...' if len(layers) > 8 else ''}")
-        raise PipelineError(f"quantize: keep-float={alt!r} matches no layer or tensor of this model; {hint}")
+        if not any(rx.fullmatch(n) for n in known):
+            close = difflib.get_close_matches(alt, layers, n=5, cutoff=0.5)
+            unmatched.append(f"{alt!r} (close matches: {', '.join(close)})" if close else repr(alt))
+    if unmatched:
+        some = f"{', '.join(layers[:8])}{' ...' if len(layers) > 8 else ''}"
+        raise PipelineError(f"quantize: keep-float={' and '.join(unmatched)} matches no layer or tensor of this "
+                            f"model; its layers include {some}")
 
 
 def _left_as_is(mode: str, found: dict) -> str | None:
