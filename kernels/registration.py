@@ -83,7 +83,7 @@ def recorded_layers(build_dir) -> list[str]:
 
     try:
         table = json.loads(read_member(build_dir, "ops.json", 64 << 20))
-    except (TflcError, ValueError, OSError):
+    except (TflcError, ValueError, OSError, RecursionError):  # RecursionError: JSON nested too deep
         return []
     layers = table.get("keras_layers") if isinstance(table, dict) else None
     # Layer lookup copies the list per operator: a huge list in a hostile file would make `tflc ops` crawl.

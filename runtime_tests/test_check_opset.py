@@ -186,7 +186,8 @@ def test_ops_table_records_the_minimum_runtime_per_stage_and_build(small):
 def test_recorded_layers_of_a_hostile_ops_json(tmp_path):
     from kernels.registration import recorded_layers
 
-    for text in ("{", "[]", '{"keras_layers": "conv"}', '{"keras_layers": {"a": 1}}'):
+    for text in ("{", "[]", '{"keras_layers": "conv"}', '{"keras_layers": {"a": 1}}', "[" * 100_000 + "]" * 100_000,
+                 json.dumps({"keras_layers": ["x"] * 10_001})):
         (tmp_path / "ops.json").write_text(text)
         assert recorded_layers(tmp_path) == []
     (tmp_path / "ops.json").write_text(json.dumps({"keras_layers": ["conv", 3, "", "x" * 2000, None, "head"]}))
