@@ -320,7 +320,7 @@ def _recorded(build: Path) -> dict:
 
     try:
         report = json.loads(read_member(build, "report.json", 64 << 20))
-    except (TflcError, ValueError):
+    except (TflcError, ValueError, RecursionError):  # the folder is untrusted: JSON nested too deep
         return {}
     return report if isinstance(report, dict) else {}
 
