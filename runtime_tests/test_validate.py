@@ -123,6 +123,16 @@ def test_arity_and_missing_required_input():
     rejects(model, "operator 1 (MUL) has 2 outputs, needs 1")
 
 
+def test_minus_one_input_of_an_operator_outside_the_table():
+    x, seq_lengths, y = act("x", (2, 3)), act("lengths", (2,)), act("r", (2, 3))
+    op = Operator(OP.REVERSE_SEQUENCE, inputs=[x, seq_lengths], outputs=[y],
+                  options_type=schema.BuiltinOptions.ReverseSequenceOptions, options=schema.ReverseSequenceOptionsT())
+    model = model_of([x, seq_lengths], [y], [op], [x, seq_lengths, y])
+    validate(model)  # generic checks only: REVERSE_SEQUENCE is not in SPECS
+    op.inputs[1] = None
+    rejects(model, "operator 0 (REVERSE_SEQUENCE) input 1 is -1, and the operator takes no optional inputs")
+
+
 def test_options_unknown_wrong_or_missing():
     model = two_ops()
     model.main.operators[0].options_type = 250

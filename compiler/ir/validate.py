@@ -186,6 +186,10 @@ SPECS: dict[str, OpSpec] = {
     "DENSIFY": _spec("input", const=(0,)),
 }
 
+# Builtins outside SPECS whose kernels accept -1 (an absent optional input); -1 anywhere else is read as a
+# tensor by kernels that do not expect it.
+_OPTIONAL_INPUTS = {"BIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_RNN", "LSH_PROJECTION", "CONV_3D_TRANSPOSE",
+                    "EMBEDDING_LOOKUP_SPARSE"}
 # Kernels that read a sparse (compressed) constant, at these input positions; any other reader
 # would read the compressed buffer as if it were dense, past its end.
 _SPARSE_READERS = {"DENSIFY": {0}, "FULLY_CONNECTED": {1}}
@@ -424,6 +428,9 @@ class _Checker:
             for pos, t in enumerate(op.outputs):
                 if t is None:
                     self.fail(f"{where} has output {pos} = -1")
+            known_optional = op.name in _OPTIONAL_INPUTS or op.name.startswith(("CUSTOM", "STABLEHLO"))
+            if None in op.inputs and not known_optional:
+                self.fail(f"{where} input {op.inputs.index(None)} is -1, and the operator takes no optional inputs")
         readers = _SPARSE_READERS.get(op.name, set())
         for pos, t in enumerate(op.inputs):
             if t is not None and t.sparsity is not None and pos not in readers:
