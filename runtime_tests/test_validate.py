@@ -324,3 +324,19 @@ def test_signature_names_only_subgraph_inputs_and_outputs():
     model.signature_defs[0].outputs = [("y", y)]
     model.signature_defs[0].key = ""  # LiteRT's model analyzer dereferences the missing key and crashes
     rejects(model, "signature '' of subgraph 0 has no key or an unnamed input or output")
+
+
+def test_shape_bomb_is_one_line_through_the_cli(tmp_path):
+    """A 400-byte file declaring 4 GiB of activations: every command refuses it before allocating."""
+    from conftest import assert_user_error, tflc
+
+    model = two_ops()
+    model.main.operators[0].outputs[0].shape = (1 << 15, 1 << 15)
+    path = tmp_path / "bomb.tflite"
+    path.write_bytes(flatbuffer.dumps(model))
+    assert path.stat().st_size < 1000
+    for argv in (["inspect", str(path)], ["ops", str(path)],
+                 ["compile", str(path), "--pipeline", "strip-unused", "-o", str(tmp_path / "b")]):
+        assert_user_error(tflc(*argv), "activations take 4,294,967,360 bytes, more than the limit of "
+                          "1,073,741,824", code=2)
+    assert not (tmp_path / "b").exists()
