@@ -136,6 +136,19 @@ def _as_input(a, spec: dict, data: str) -> np.ndarray:
     return a.astype(want)
 
 
+def _float_inputs(manifest: dict, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What the float model takes: integer data for a quantized input (io=int8) dequantized with its
+    scale; everything else (float data, token ids) as is."""
+    from compiler.affine import dequantize, params
+
+    out = dict(inputs)
+    for t in manifest["inputs"]:
+        a = inputs[t["name"]]
+        if np.issubdtype(a.dtype, np.integer) and params(t.get("quantization")) is not None:
+            out[t["name"]] = np.asarray(dequantize(a, t["quantization"]), np.float32)
+    return out
+
+
 def _pad(x: np.ndarray, batch: int) -> np.ndarray:
     """`x` with its last example repeated up to `batch` rows (a trailing partial batch)."""
     short = batch - len(x)
@@ -406,7 +419,7 @@ def localize(build_dir: Path, manifest: dict, inputs: dict[str, np.ndarray], exa
     batch = _batch(manifest)
     for start, _ in _batches(min(examples, len(next(iter(inputs.values())))), batch):
         x = {n: _pad(v[start:start + batch], batch) for n, v in inputs.items()}
-        a = _float_tensors(ref_bytes, x, {})
+        a = _float_tensors(ref_bytes, _float_inputs(manifest, x), {})
         b = _float_tensors(compiled, x, quant)
         for name, v in b.items():
             r = a.get(name)
@@ -483,7 +496,7 @@ def verify(build_dir: str | os.PathLike, data: str, *, max_drop: float | None = 
     compiled = _run_build(build, manifest, inputs)
     ref_label = "npz references"
     if refs is None:
-        refs, ref_label = _reference(kind, fixture, manifest, inputs, imports, unsafe)
+        refs, ref_label = _reference(kind, fixture, manifest, _float_inputs(manifest, inputs), imports, unsafe)
     n = len(next(iter(compiled.values())))
     report: dict[str, Any] = {"build": str(build), "data": data, "examples": n,
                               "quantization": manifest.get("quantization"), "reference": ref_label,

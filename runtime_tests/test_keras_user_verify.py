@@ -182,6 +182,35 @@ def test_integer_inputs_are_fed_as_integers(work, tmp_path):
                       code=2)
 
 
+def test_quantized_io_takes_float_or_its_own_int8_data(work, tmp_path):
+    """io=int8: float data is quantized by the runtime; int8 data is fed as is and dequantized for the
+    float model. Both give the SNR numpy computes from the same arrays."""
+    from compiler.affine import dequantize, quantize
+
+    build = _compile(work, "two.keras", "strip-unused,quantize{mode=int8,io=int8}", "b_i8",
+                     "--calibration", str(work["root"] / "two.npz"))
+    spec = json.loads((build / "manifest.json").read_text())["inputs"][0]
+    assert spec["dtype"] == "int8" and spec["quantization"]["scale"]
+    q8 = quantize(work["feat"], spec["quantization"], np.int8)
+    np.savez(tmp_path / "i8.npz", feat=q8, labels=work["labels"])
+    for data, keras_in in ((work["root"] / "two.npz", work["feat"]),
+                           (tmp_path / "i8.npz", dequantize(q8, spec["quantization"]))):
+        _ok(tflc("verify", str(build), "--data", str(data), "--no-layers"))
+        report = json.loads((build / "verify.json").read_text())
+        cls, _ = _two_outputs_from_file(work["root"] / "two.keras").predict(keras_in.astype(np.float32), verbose=0)
+        got = _staged(build, {"feat": q8})
+        out = json.loads((build / "manifest.json").read_text())["outputs"][0]
+        got_cls = dequantize(got["cls"], out["quantization"])
+        assert report["outputs"]["cls"]["snr_db"] == pytest.approx(_snr(cls, got_cls), abs=1e-2)
+        assert report["outputs"]["cls"]["snr_db"] > 25
+
+
+def _two_outputs_from_file(path):
+    import keras
+
+    return keras.models.load_model(path)
+
+
 def test_batch_4_build_verifies_every_example(work):
     """10 examples on a batch-4 build: two full batches and one padded with copies, trimmed back to 10."""
     build = _compile(work, "two.keras", FLOAT, "b_two4", "--batch", "4")
