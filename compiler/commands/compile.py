@@ -42,7 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak RSS (VmHWM: Linux carries ru_maxrss across exec, so a big parent would show
+    through it), or its children's if higher (a conversion run in a child process)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        with open("/proc/self/status") as f:
+            own = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        pass
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) * 1024
 
