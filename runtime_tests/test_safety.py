@@ -658,12 +658,17 @@ def _full_disk_patched(build, tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["-o", "{tmp}/missing/dir/out.npz"], "does not exist"),
     (["-o", "{tmp}"], "is a folder"),
+    (["-o", "{build}/manifest.json"], "would overwrite a file of the build"),
+    (["-o", "{build}/stage_01.tflite"], "would overwrite a file of the build"),
+    (["-o", "{build}/sample_input.npz"], "would overwrite a file of the build"),
     (["--threads", "0"], "--threads must be a positive integer"),
     (["--threads", "-3"], "--threads must be a positive integer"),
 ])
 def test_run_usage_errors(build, tmp_path, args, fragment):
-    args = [a.format(tmp=tmp_path) for a in args]
+    args = [a.format(tmp=tmp_path, build=build) for a in args]
+    before = {p.name: p.read_bytes() for p in build.iterdir()}
     assert_user_error(_cli("run", str(build), *args, tmp=tmp_path), fragment, code=2)
+    assert {p.name: p.read_bytes() for p in build.iterdir()} == before
 
 
 def test_internal_error_is_exit_3_with_a_traceback_and_a_report_line(build, tmp_path):

@@ -30,13 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "a LiteRT crash becomes an error")
 
 
-def check_output_path(path: str) -> None:
-    """Refuse an -o the run could not write, before the (possibly long) run starts."""
+def check_output_path(path: str, build: str) -> None:
+    """Refuse an -o the run could not write, or that would overwrite the build's own manifest, stage or
+    sample files, before the (possibly long) run starts."""
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"-o {path}: is a folder; give a file name such as {p / 'out.npz'}")
     if not p.parent.is_dir():
         raise UsageError(f"-o {path}: folder {p.parent} does not exist")
+    if p.parent.resolve() == Path(build).resolve() and (p.name == "manifest.json" or p.suffix == ".tflite"
+                                                         or p.name.startswith("sample_input")):
+        raise UsageError(f"-o {path}: would overwrite a file of the build itself; choose another name")
 
 
 def output_paths(path: str, n: int) -> list[Path]:
@@ -59,7 +63,8 @@ def run(args) -> int:
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be a positive integer, got {args.threads}")
     if args.output:
-        check_output_path(args.output)
+        for out in output_paths(args.output, len(args.input or [None])):
+            check_output_path(str(out), args.build)
     if args.input and len(args.input) > 1 and (args.checkpoint or args.resume):
         raise UsageError("--checkpoint and --resume take a single --input")
     recover_folder(Path(args.build))
