@@ -261,6 +261,23 @@ def test_nested_and_sequential_models_keep_scoped_names():
     assert ir.outputs[0].name == model.output_names[0]
 
 
+def test_outputs_that_are_inputs_or_repeated_get_copies():
+    import keras
+
+    L = keras.layers
+    inp = keras.Input((4,), batch_size=1, name="x")
+    d = L.Dense(3, name="d")(inp)
+    model = keras.Model(inp, [L.Dropout(0.5, name="drop")(inp), d, d])
+    ir = native.lower(model)
+    names = [t.name for t in ir.outputs]
+    assert len(set(map(id, ir.outputs))) == 3 and len(set(names)) == 3 and names[1] == "d"
+    x = {"x": np.arange(4, dtype=np.float32)[None]}
+    got = run(ir, x)
+    want = _keras_outputs(model, x)
+    for name, w in zip(names, want):
+        np.testing.assert_allclose(got[name], w, **TOL)
+
+
 def test_unsupported_layers_are_named():
     import keras
 
