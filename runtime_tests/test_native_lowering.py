@@ -102,6 +102,9 @@ RULE_CASES = {
                                                                 name="s")(x), (9, 9, 2)),
     "prelu": (lambda L, x: L.PReLU(alpha_initializer="random_normal", shared_axes=[1], name="p")(
         L.Dense(4, name="d")(x)), (3, 5)),
+    "conv2d_transpose": (lambda L, x: L.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu",
+                                                        name="up")(x), (5, 6, 3)),
+    "conv2d_transpose_valid": (lambda L, x: L.Conv2DTranspose(2, (3, 2), strides=(2, 1), name="up")(x), (4, 4, 3)),
     "conv1d": (lambda L, x: L.Conv1D(4, 3, strides=2, padding="same", activation="gelu", name="c")(x), (12, 5)),
     "conv1d_causal_dilated": (lambda L, x: L.Conv1D(3, 3, padding="causal", dilation_rate=2, activation="relu",
                                                     name="c")(x), (10, 4)),
@@ -172,7 +175,7 @@ def test_rule_matches_keras(case):
 
 @pytest.mark.parametrize("case", ["conv2d_same_stride2", "bn_folded_into_conv", "lstm_stack_no_bias", "gru_sequences",
                                   "bidirectional_concat_sequences", "separable_conv2d", "lstm_backwards",
-                                  "conv2d_groups", "activations", "merges", "pooling_2d",
+                                  "conv2d_groups", "conv2d_transpose", "conv2d_transpose_valid", "activations", "merges", "pooling_2d",
                                   "padding_cropping_upsampling", "conv1d_causal_dilated", "layer_norm", "prelu",
                                   "dense_rank3_softmax", "depthwise_multiplier"])
 def test_rule_matches_converter(case):

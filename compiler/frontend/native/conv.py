@@ -135,3 +135,31 @@ def separable(node: Node) -> list[Tensor]:
             options("Conv2DOptions", padding=PADDING["valid"], strideH=1, strideW=1, dilationHFactor=1,
                     dilationWFactor=1, fusedActivationFunction=fused))
     return [finish(node, y, None if done else act)]
+
+
+def _check_transpose(layer) -> str | None:
+    if getattr(layer, "output_padding", None) is not None:
+        return "output_padding"
+    if _pair(layer.dilation_rate) != (1, 1):
+        return f"dilation_rate={layer.dilation_rate}"
+    return _check(layer)
+
+
+@rule("Conv2DTranspose", check=_check_transpose)
+def conv2d_transpose(node: Node) -> list[Tensor]:
+    """TRANSPOSE_CONV with the bias as its 4th input (v3), relu/relu6 fused (v4, as the converter writes)."""
+    layer = node.layer
+    kv = layer.kernel
+    h, w, o, i = (int(d) for d in kv.shape)  # Keras: (h, w, filters, in_channels)
+    sh, sw = _pair(layer.strides)
+    act = name_of(layer.activation)
+    fused = FUSED.get(act, ACT.NONE)
+    done = fused != ACT.NONE or act == "linear"
+    y = node.out() if done else node.tmp("transpose_conv", node.out_shapes[0])
+    filt = node.lazy("kernel", lambda: value(kv).transpose(2, 0, 1, 3), (o, h, w, i))
+    ins = [node.const("output_shape", np.asarray(node.out_shapes[0], np.int32)), filt, node.x,
+           node.const("bias", _bias(layer, o))]
+    node.op(OP.TRANSPOSE_CONV, ins, [y], options("TransposeConvOptions", padding=PADDING[layer.padding],
+                                                 strideH=sh, strideW=sw, fusedActivationFunction=fused),
+            version=4 if fused != ACT.NONE else 3)
+    return [finish(node, y, None if done else act)]
