@@ -144,6 +144,7 @@ RULE_CASES = {
          L.GlobalAveragePooling1D(name="gap")(x), L.GlobalMaxPooling1D(name="gmp")(x)]), (9, 4)),
     "padding_cropping_upsampling": (lambda L, x: L.UpSampling2D(2, name="up")(L.Cropping2D(((1, 0), (0, 2)),
                                     name="crop")(L.ZeroPadding2D(((1, 2), (0, 1)), name="pad")(x))), (5, 6, 2)),
+    "upsampling_bilinear": (lambda L, x: L.UpSampling2D((2, 3), interpolation="bilinear", name="up")(x), (4, 5, 2)),
     "padding_1d": (lambda L, x: L.Cropping1D((1, 2), name="crop")(L.ZeroPadding1D(2, name="pad")(x)), (6, 3)),
     "training_only_are_identity": (lambda L, x: L.Dense(3, name="d")(L.GaussianNoise(0.5, name="gn")(
         L.Dropout(0.5, name="drop")(L.SpatialDropout1D(0.3, name="sd")(x)))), (5, 4)),
@@ -175,7 +176,8 @@ def test_rule_matches_keras(case):
 
 @pytest.mark.parametrize("case", ["conv2d_same_stride2", "bn_folded_into_conv", "lstm_stack_no_bias", "gru_sequences",
                                   "bidirectional_concat_sequences", "separable_conv2d", "lstm_backwards",
-                                  "conv2d_groups", "conv2d_transpose", "conv2d_transpose_valid", "activations", "merges", "pooling_2d",
+                                  "conv2d_groups", "conv2d_transpose", "conv2d_transpose_valid", "upsampling_bilinear",
+                                  "activations", "merges", "pooling_2d",
                                   "padding_cropping_upsampling", "conv1d_causal_dilated", "layer_norm", "prelu",
                                   "dense_rank3_softmax", "depthwise_multiplier"])
 def test_rule_matches_converter(case):

@@ -65,10 +65,14 @@ def cropping(node: Node) -> list[Tensor]:
 
 
 @rule("UpSampling2D", check=lambda layer: _check_format(layer) or (
-    None if layer.interpolation == "nearest" else f"interpolation={layer.interpolation!r}"))
+    None if layer.interpolation in ("nearest", "bilinear") else f"interpolation={layer.interpolation!r}"))
 def upsampling(node: Node) -> list[Tensor]:
     out = node.out()
-    size = np.asarray(out.shape[1:3], np.int32)
-    node.op(OP.RESIZE_NEAREST_NEIGHBOR, [node.x, node.const("size", size)], [out],
-            options("ResizeNearestNeighborOptions", alignCorners=False, halfPixelCenters=False))
+    size = node.const("size", np.asarray(out.shape[1:3], np.int32))
+    if node.layer.interpolation == "nearest":
+        node.op(OP.RESIZE_NEAREST_NEIGHBOR, [node.x, size], [out],
+                options("ResizeNearestNeighborOptions", alignCorners=False, halfPixelCenters=False))
+    else:  # Keras resizes with half-pixel centers (tf.image.resize), no corner alignment
+        node.op(OP.RESIZE_BILINEAR, [node.x, size], [out],
+                options("ResizeBilinearOptions", alignCorners=False, halfPixelCenters=True), version=3)
     return [out]
