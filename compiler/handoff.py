@@ -92,7 +92,9 @@ class Liveness:
             self.tensor[id(t)] = t
 
     def _tracked(self, t: Tensor | None) -> bool:
-        return activation(t) and id(t) not in self.internal
+        # Variable tensors (a fused LSTM's state) belong to the op that reads and writes them: each stage
+        # holding that op allocates its own, so they are never handed off.
+        return activation(t) and not t.is_variable and id(t) not in self.internal
 
     def io(self, a: int, b: int) -> tuple[list[Tensor], list[Tensor]]:
         """Inputs of the range [a, b) (activations read there, written before a) and its outputs
@@ -133,12 +135,15 @@ class Liveness:
         return out
 
     def forbidden_cuts(self) -> set[int]:
-        """Cut positions that would hand off a non-numeric tensor, or separate the operators that share
-        resource variables (the CALL_ONCE initializer, VAR_HANDLEs, readers and writers: variables live in
-        one interpreter, so they must all run in the same stage)."""
+        """Cut positions that would hand off a non-numeric tensor or a control-flow op's result, or separate
+        the operators that share resource variables (the CALL_ONCE initializer, VAR_HANDLEs, readers and
+        writers: variables live in one interpreter, so they must all run in the same stage)."""
         bad: set[int] = set()
+        control = {id(t) for op in self.ops if op.called_subgraphs() for t in op.outputs if t is not None}
         for t, first, last in self._spans():
-            if not numeric(t):
+            # LiteRT 2.3's CompiledModel (the C, Kotlin and Swift API) never copies a WHILE/IF result into
+            # a subgraph output buffer, so such a result must not leave its stage either.
+            if not numeric(t) or id(t) in control:
                 bad.update(range(first, last + 1))
         stateful = [i for i, op in enumerate(self.ops) if is_stateful(op)]
         if stateful:

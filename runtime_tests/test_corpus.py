@@ -137,10 +137,9 @@ def test_model_is_live_and_plain_build_is_bit_identical(name):
 @pytest.mark.parametrize("name", STATELESS)
 def test_random_cuts_are_bit_identical(name):
     it = item(name)
-    n = len(it.model().main.operators)
 
     @settings(max_examples=EXAMPLES, deadline=None)
-    @given(cuts=cut_sets(n))
+    @given(cuts=cut_sets(it.model()))
     def check(cuts):
         for xnnpack in (False, True):
             model = it.model()

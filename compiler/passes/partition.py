@@ -235,8 +235,9 @@ def build_stages(model: Model, cuts: list[int], sched: Schedule | None = None) -
     main = model.main
     bad = sorted(set(cuts) & sched.forbidden)
     if bad:
-        raise PartitionError(f"partition: cannot cut before operator #{bad[0]} {sched.ops[bad[0]].name}: a resource "
-                             "variable's handle or its initializer, readers and writers would be split across stages")
+        raise PartitionError(f"partition: cannot cut before operator #{bad[0]} {sched.ops[bad[0]].name}: a control-flow "
+                             "result or resource handle would cross the cut, or a resource variable's initializer, "
+                             "readers and writers would be split across stages")
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(sched.ops))), len(sched.ops)]
     stages = []
     for a, b in zip(bounds, bounds[1:]):
