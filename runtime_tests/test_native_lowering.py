@@ -375,6 +375,17 @@ def _rnn_model():
     return keras.Model(inp, keras.layers.Dense(2, name="head")(keras.layers.SimpleRNN(4, name="rnn")(inp)))
 
 
+def test_models_without_a_graph_are_named():
+    import keras
+
+    class Doubler(keras.Model):
+        def call(self, x):
+            return x * 2
+
+    assert native.unsupported(keras.Sequential([keras.layers.Dense(2)])) == ["Sequential (built without an Input)"]
+    assert native.unsupported(Doubler()) == ["Doubler (a subclassed model)"]
+
+
 def test_keras_ops_calls_in_the_graph_are_not_mistaken_for_layers():
     """keras.ops.add/reshape are graph operations named Add/Reshape, like the layers: no rule takes them."""
     import keras

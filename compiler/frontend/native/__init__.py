@@ -83,7 +83,10 @@ def unsupported(keras_model) -> list[str]:
     def visit(model):
         fn = _functional(model)
         if fn is None:
-            missing.append(f"{type(model).__name__} (a subclassed model)")
+            import keras
+
+            why = "built without an Input" if isinstance(model, keras.Sequential) else "a subclassed model"
+            missing.append(f"{type(model).__name__} ({why})")
             return
         for inp in fn.inputs:
             if any(d is None for d in inp.shape[1:]):
