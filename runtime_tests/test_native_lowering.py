@@ -131,6 +131,10 @@ RULE_CASES = {
         [L.Add(name="add")([a, b, c]), L.Subtract(name="sub")([a, b]), L.Multiply(name="mul")([a, b, c]),
          L.Average(name="avg")([a, b]), L.Maximum(name="max")([a, c]), L.Minimum(name="min")([b, c])]))(
         L.Dense(4, name="a")(x), L.Dense(4, name="b")(x), L.Dense(4, name="c")(x)), (3, 5)),
+    "merges_broadcast": (lambda L, x: L.Multiply(name="mul")([
+        L.Reshape((1, 4), name="a")(L.Dense(4, name="da")(L.Flatten(name="f")(x))),
+        L.Reshape((1, 4), name="b")(L.Dense(4, name="db")(L.Flatten(name="g")(x))), L.Dense(4, name="c")(x)]),
+        (3, 5)),
     "reshape_permute_flatten": (lambda L, x: L.Flatten(name="f")(
         L.Permute((3, 1, 2), name="p")(L.Reshape((2, 6, 2), name="r")(x))), (4, 6)),
     "pooling_2d": (lambda L, x: L.Concatenate(name="cat")(

@@ -17,7 +17,8 @@ def _chain(node: Node, code: int, kind: str, ins: list[Tensor], out: Tensor) -> 
     """ins[0] op ins[1] op ... (left to right, as Keras reduces), the last result into `out`."""
     acc = ins[0]
     for k, t in enumerate(ins[1:], start=1):
-        dst = out if k == len(ins) - 1 else node.tmp(f"partial_{k}", node.out_shapes[0])
+        shape = np.broadcast_shapes(tuple(acc.shape), tuple(t.shape))
+        dst = out if k == len(ins) - 1 else node.tmp(f"partial_{k}", shape)
         node.op(code, [acc, t], [dst], options(kind))
         acc = dst
     return acc
