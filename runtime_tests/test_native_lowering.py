@@ -119,6 +119,7 @@ RULE_CASES = {
     "bn_not_folded_two_readers": (lambda L, x: (lambda c: L.Add(name="add")(
         [L.BatchNormalization(name="bn")(c), c]))(L.Conv2D(4, 1, name="c")(x)), (5, 5, 2)),
     "bn_after_relu": (lambda L, x: L.BatchNormalization(name="bn")(L.ReLU(name="r")(x)), (5, 5, 3)),
+    "layer_norm_middle_axis": (lambda L, x: L.LayerNormalization(axis=1, name="ln")(x), (6, 8)),
     "layer_norm": (lambda L, x: L.LayerNormalization(name="ln")(x), (6, 8)),
     "activations": (lambda L, x: L.Concatenate(name="cat")(
         [L.Activation(a, name=a)(x) for a in ("relu", "relu6", "sigmoid", "tanh", "softmax", "swish", "gelu",

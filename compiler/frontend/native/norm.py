@@ -88,7 +88,7 @@ def batch_norm(node: Node) -> list[Tensor]:
 
 def _check_ln(layer) -> str | None:
     axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
-    if list(axes) not in ([-1],) and len(axes) != 1:
+    if len(axes) != 1 or axes[0] == 0:
         return f"axis={layer.axis}"
     if getattr(layer, "rms_scaling", False):
         return "rms_scaling"
@@ -97,13 +97,12 @@ def _check_ln(layer) -> str | None:
 
 @rule("LayerNormalization", check=_check_ln)
 def layer_norm(node: Node) -> list[Tensor]:
-    """(x - mean) * rsqrt(var + eps) * gamma + beta over the last axis."""
+    """(x - mean) * rsqrt(var + eps) * gamma + beta over one axis."""
     x, layer = node.x, node.layer
     rank = len(x.shape)
     axis = _axis(layer, rank)
-    if axis != rank - 1:
-        raise ValueError("LayerNormalization over a non-last axis")
-    kept = (*x.shape[:-1], 1)
+    kept = tuple(1 if i == axis else d for i, d in enumerate(x.shape))
+    along = (-1,) + (1,) * (rank - 1 - axis)  # gamma/beta broadcast along `axis` from the right
     axes = node.const("axis", np.asarray([axis], np.int32))
     mean = node.tmp("mean", kept)
     node.op(OP.MEAN, [x, axes], [mean], options("ReducerOptions", keepDims=True))
@@ -122,12 +121,12 @@ def layer_norm(node: Node) -> list[Tensor]:
     y = normed
     if layer.scale:
         scaled = node.out() if not layer.center else node.tmp("scaled", x.shape)
-        node.op(OP.MUL, [y, node.const("gamma", value(layer.gamma).astype(np.float32))], [scaled],
+        node.op(OP.MUL, [y, node.const("gamma", value(layer.gamma).astype(np.float32).reshape(along))], [scaled],
                 options("MulOptions"))
         y = scaled
     if layer.center:
         out = node.out()
-        node.op(OP.ADD, [y, node.const("beta", value(layer.beta).astype(np.float32))], [out], options("AddOptions"))
+        node.op(OP.ADD, [y, node.const("beta", value(layer.beta).astype(np.float32).reshape(along))], [out], options("AddOptions"))
         y = out
     return [y]
 
