@@ -159,7 +159,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
 
 
 DATA_CAP = int(os.environ.get("TFLC_MAX_DATA_BYTES", 8 << 30))  # calibration/verify data: generous, not unbounded
-Expect = dict  # input name -> expected shape (a tuple of ints)
+Expect = dict  # input name -> expected shape (a tuple of ints; None where any size is accepted)
 
 
 def read_npz(path: str | os.PathLike, error: type[Exception], *, expect: Expect | None = None,
@@ -227,7 +227,8 @@ def _npy_header(f, name: str, label: str, error: type[Exception], expect: Expect
     shape, _fortran, dtype = reader(f)
     if dtype.hasobject:
         raise error(f"{label}: array {name!r} holds Python objects; only numeric arrays are read")
-    if expect is not None and name in expect and tuple(shape) != tuple(expect[name]):
+    want = tuple(expect[name]) if expect is not None and name in expect else None
+    if want is not None and (len(shape) != len(want) or any(w is not None and w != d for w, d in zip(want, shape))):
         raise error(f"{label}: input {name!r}: shape {tuple(expect[name])} expected, got {tuple(shape)}")
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > budget:

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue after the last checkpointed stage")
     parser.add_argument("--no-xnnpack", action="store_true", help="run without the default XNNPACK delegate")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (a positive integer)")
+    parser.add_argument("--raw", action="store_true",
+                        help="keep quantized outputs (e.g. an io=int8 build's) as the integers the model returns; "
+                             "by default they are dequantized to float32 with the output's scale and zero point")
     parser.add_argument("--isolate", action="store_true",
                         help="run the stages in a child process (for builds from an untrusted origin): "
                         "a LiteRT crash becomes an error")
@@ -57,6 +60,7 @@ def run(args) -> int:
 
     import numpy as np
 
+    from compiler.affine import dequantize
     from compiler.files import recover_folder
     from compiler.runtime import StagedModel, load_inputs, save_outputs
 
@@ -74,8 +78,11 @@ def run(args) -> int:
     sources = args.input or [None]
     outs = output_paths(args.output, len(sources)) if args.output else [None] * len(sources)
     for i, (src, out) in enumerate(zip(sources, outs)):
-        inputs = model.sample_inputs() if src is None else load_inputs(src, model.inputs)
-        outputs = model(inputs, checkpoint=args.checkpoint, resume=args.resume, progress=True)
+        inputs = model.sample_inputs() if src is None else load_inputs(src, model.inputs, batches=True)
+        outputs = run_batches(model, inputs, args)
+        if not args.raw:
+            outputs = {o.name: dequantize(outputs[o.name], o.quantization.to_json()) if o.quantization else
+                       outputs[o.name] for o in model.outputs}
         if out is not None:
             save_outputs(out, outputs)
         tag = f"[{i}] " if len(sources) > 1 else ""
@@ -86,3 +93,27 @@ def run(args) -> int:
         if out is not None:
             print(f"wrote {out}")
     return 0
+
+
+def run_batches(model, inputs: dict, args) -> dict:
+    """Run `inputs` through the build; a leading axis holding several batches of the build's batch is
+    run one batch at a time (through the same model, so resident stages see them in order) and the
+    outputs are concatenated."""
+    import numpy as np
+
+    batch = {t.name: (t.shape[0] if t.shape else None) for t in model.inputs}
+    counts = {name: (len(a) // batch[name] if batch.get(name) and np.ndim(a) and len(a) % batch[name] == 0
+                     else None) for name, a in inputs.items()}
+    n = set(counts.values())
+    if len(n) != 1 or None in n:
+        bad = next((k for k, c in counts.items() if c is None), next(iter(counts), "?"))
+        raise UsageError(f"input {bad!r}: the leading axis must hold a whole number of batches of "
+                         f"{batch.get(bad)} (and the same number for every input)")
+    n = n.pop()
+    if n == 1:
+        return model(inputs, checkpoint=args.checkpoint, resume=args.resume, progress=True)
+    if args.checkpoint or args.resume:
+        raise UsageError(f"--checkpoint and --resume take one batch; the input holds {n} batches")
+    parts = [model({k: a[j * batch[k]:(j + 1) * batch[k]] for k, a in inputs.items()}, progress=j == 0)
+             for j in range(n)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

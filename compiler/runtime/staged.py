@@ -48,14 +48,22 @@ def save_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray]) -> 
     files.atomic_write(Path(path), lambda f: np.savez(f, **{k: np.asarray(v) for k, v in outputs.items()}))
 
 
-def load_inputs(path: str | os.PathLike, specs: list[TensorSpec] | None = None) -> dict[str, np.ndarray]:
+# `tflc run` takes up to this many batches of examples in one input file.
+MAX_BATCHES = 4096
+
+
+def load_inputs(path: str | os.PathLike, specs: list[TensorSpec] | None = None,
+                batches: bool = False) -> dict[str, np.ndarray]:
     """Model inputs from an .npz (array name = input name), or an .npy for a single-input build.
 
     With `specs` (the manifest's inputs) member names and shapes are checked from the headers before
-    any array is decompressed."""
-    expect = None if specs is None else {t.name: tuple(t.shape) for t in specs}
+    any array is decompressed. With `batches`, the leading axis may hold any number of examples (up to
+    MAX_BATCHES times the build's batch, which bounds what the file may declare)."""
+    expect = None if specs is None else {t.name: (None if batches and t.shape else t.shape[0], *t.shape[1:])
+                                         if t.shape else () for t in specs}
     single = specs[0].name if specs is not None and len(specs) == 1 else None
-    return files.read_npz(path, InputError, expect=expect, max_bytes=_input_cap(specs), single=single)
+    cap = min(files.DATA_CAP, _input_cap(specs) * MAX_BATCHES) if batches and specs is not None else _input_cap(specs)
+    return files.read_npz(path, InputError, expect=expect, max_bytes=cap, single=single)
 
 
 def _input_cap(specs: list[TensorSpec] | None) -> int:
