@@ -73,6 +73,11 @@ FAST = (
     "test_quantize.py::test_int8_dynamic_fc_before_expected",
     "test_runtime.py::test_quantize_dequantize_round_trip",
     "test_runtime.py::test_save_outputs_and_load_inputs",
+    # Whole modules that never import TensorFlow or Keras.
+    "test_quant_rules.py",
+    "test_terminal.py",
+    "test_validate.py",
+    "test_finish.py",
 )
 _HEAVY = ("tensorflow", "keras", "tf_keras")
 
@@ -93,7 +98,7 @@ def pytest_collection_modifyitems(config, items):
 
     for it in items:
         key = f"{Path(it.path).name}::{it.originalname}"
-        if key in FAST:
+        if key in FAST or Path(it.path).name in FAST:  # a bare module name: all of its tests
             it.add_marker(pytest.mark.fast)
 
 
