@@ -393,3 +393,18 @@ def test_fast_cost_tracks_the_exact_estimate(request, which, precision):
     rows = ctx.report["partition"]["per_stage"]
     thirds = max(sched.cost(a, b) for a, b in ((0, n // 3), (n // 3, 2 * n // 3), (2 * n // 3, n)))
     assert max(r["cost"] for r in rows) <= thirds
+
+
+@pytest.mark.parametrize("which, precision", [("contect_small", "float"), ("mobilenet", "float16")])
+def test_a_budget_that_stages_n_meets_is_met(request, which, precision):
+    """A stage's cost is not monotone in its length (one conv hands off its big output; the conv and the
+    pooling after it do not), so budget= must not give up at the first op that alone exceeds it."""
+    c: Compiled = request.getfixturevalue(which)
+    ctx = PassContext()
+    partition(c.model(precision), ctx=ctx, stages=3)
+    budget = max(r["cost"] for r in ctx.report["partition"]["per_stage"])
+    ctx = PassContext()
+    model = partition(c.model(precision), ctx=ctx, budget=str(budget))
+    rows = ctx.report["partition"]["per_stage"]
+    assert all(r["cost"] <= budget for r in rows) and len(rows) <= 4
+    staged_run(c, model, precision, False)

@@ -275,23 +275,57 @@ def build_stages(model: Model, cuts: list[int], sched: Schedule | None = None) -
 
 # ----------------------------------------------------------------------------------------- modes
 
+# A stage's cost is not monotone in its length: a longer stage may hold a smaller handoff at its end (a
+# single conv hands off its big output, the conv and the pooling after it do not). So greedy filling
+# does not stop at the first cut that fails: it takes the farthest cut that fits, trying only cuts whose
+# fast estimate is within FAST_SLACK of the budget (the fast cost stays within [0.4x, 2.5x] of the
+# exact one: test_fast_cost_tracks_the_exact_estimate).
+FAST_SLACK = 2.5
+MAX_TRIES = 200
+
+
 def _greedy(sched: Schedule, budget: int, cost=None) -> list[int] | None:
-    """Fewest cuts so every stage's cost fits `budget` (extend each stage to the last allowed cut that
-    fits); None if the smallest stage that can start somewhere does not fit."""
+    """Few cuts so every stage's cost fits `budget`, each stage ending at the farthest allowed cut that
+    fits; None if no stage starting somewhere fits at all. `cost` defaults to the exact estimate."""
+    exact = cost is None
     cost = cost or sched.cost
     n = len(sched.ops)
     stops = [*sched.allowed(), n]
     cuts, a = [], 0
     while a < n:
-        j = bisect.bisect_right(stops, a)
-        if cost(a, stops[j]) > budget:
+        cands = stops[bisect.bisect_right(stops, a):]
+        if exact:
+            cands = [b for b in cands if sched.fast_cost(a, b) <= FAST_SLACK * budget]
+        b = next((b for b in reversed(cands) if cost(a, b) <= budget), None)
+        if b is None:
             return None
-        while j + 1 < len(stops) and cost(a, stops[j + 1]) <= budget:
-            j += 1
-        if stops[j] < n:
-            cuts.append(stops[j])
-        a = stops[j]
+        if b < n:
+            cuts.append(b)
+        a = b
     return cuts
+
+
+def _units(sched: Schedule) -> list[tuple[int, int]]:
+    """The smallest stages there can be: ranges between consecutive allowed cuts."""
+    bounds = [0, *sched.allowed(), len(sched.ops)]
+    return list(zip(bounds, bounds[1:]))
+
+
+def _too_big(model: Model, sched: Schedule, budget: int) -> None:
+    """Name the first place where no stage fits: the cheapest stage that could start there."""
+    stops = [*sched.allowed(), len(sched.ops)]
+    a = 0
+    while a < len(sched.ops):
+        later = stops[bisect.bisect_right(stops, a):]
+        need, b = min((sched.cost(a, b), b) for b in sorted(later, key=lambda b: sched.fast_cost(a, b))[:MAX_TRIES])
+        if need > budget:
+            op = sched.ops[a]
+            what = (f"operator #{a} {op.name} of Keras layer {layer_of_op(model, op, model.main)!r}" if b - a == 1 else
+                    f"operators #{a}-#{b - 1} (the cheapest stage that can start at #{a})")
+            raise PartitionError(f"partition: {what} alone needs an estimated {_mib(need)}, over the budget of "
+                                 f"{_mib(budget)}; raise the budget or quantize the model")
+        a = max(b2 for b2 in later if sched.cost(a, b2) <= budget)
+    raise PartitionError(f"partition: no stage fits the budget of {_mib(budget)}")
 
 
 # auto keeps a cut between branches only if merging its two neighbours would cost more than both
@@ -314,23 +348,6 @@ def _merge_cheap(sched: Schedule, cuts: list[int]) -> list[int]:
     return kept
 
 
-def _units(sched: Schedule) -> list[tuple[int, int]]:
-    """The smallest stages there can be: ranges between consecutive allowed cuts."""
-    bounds = [0, *sched.allowed(), len(sched.ops)]
-    return list(zip(bounds, bounds[1:]))
-
-
-def _too_big(model: Model, sched: Schedule, budget: int) -> None:
-    for a, b in _units(sched):
-        need = sched.cost(a, b)
-        if need > budget:
-            op = sched.ops[a]
-            what = (f"operator #{a} {op.name} of Keras layer {layer_of_op(model, op, model.main)!r}" if b - a == 1 else
-                    f"operators #{a}-#{b - 1} (they share resource variables and must stay in one stage)")
-            raise PartitionError(f"partition: {what} alone needs an estimated {_mib(need)}, over the budget of "
-                                 f"{_mib(budget)}; raise the budget or quantize the model")
-
-
 def _balanced(sched: Schedule, n: int) -> list[int]:
     """N stages minimizing the largest stage cost: binary search on the budget with a greedy fill, on the
     fast prefix-sum cost (exact costs are computed for the chosen stages only)."""
@@ -340,7 +357,7 @@ def _balanced(sched: Schedule, n: int) -> list[int]:
                              "stages")
     cost = sched.fast_cost
     total = len(sched.ops)
-    lo = max(cost(a, b) for a, b in units)
+    lo = 0  # costs are not monotone in a stage's length: a single unit may cost more than the optimum
     hi = cost(0, total)
     best = _greedy(sched, hi, cost) or []
     while lo < hi:
