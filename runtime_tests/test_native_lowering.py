@@ -238,6 +238,19 @@ def test_relu_layers_fuse_into_their_producer():
     assert [t.name for op in ir.main.operators for t in op.outputs] == ["a_relu", "c2", "out", "b_relu6", "cat"]
 
 
+@pytest.mark.parametrize("case", ["lstm_sequences", "lstm_last", "lstm_backwards", "lstm_stack_no_bias",
+                                  "bidirectional_merges_last"])
+def test_unrolled_lstm_matches_keras_without_variables(case):
+    model = _model(*RULE_CASES[case])
+    ir = native.lower(model, lstm="unrolled")
+    assert not any(t.is_variable for t in ir.main.tensors)
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in ir.op_histogram()
+    x = _inputs(model, 2)
+    got = run(ir, x)
+    for name, want in zip(model.output_names, _keras_outputs(model, x)):
+        np.testing.assert_allclose(got[name], want, **TOL, err_msg=name)
+
+
 def test_gru_is_unrolled_into_builtins():
     ir = check(_model(*RULE_CASES["gru_sequences"]))
     hist = ir.op_histogram()

@@ -185,8 +185,16 @@ def _input_name(kt) -> str:
     return (getattr(kt, "name", None) or "input").split(":")[0]
 
 
-def lower(keras_model, batch: int | None = None) -> Model:
-    """The IR of a Keras model whose layers all have rules (see `unsupported`)."""
+LSTM_MODES = ("fused", "unrolled")
+
+
+def lower(keras_model, batch: int | None = None, lstm: str = "fused") -> Model:
+    """The IR of a Keras model whose layers all have rules (see `unsupported`). `lstm`: "fused" (one
+    UNIDIRECTIONAL_SEQUENCE_LSTM each, state in variable tensors) or "unrolled" (builtin ops per time
+    step, no variables: for runtimes that refuse variable tensors, e.g. LiteRT's CompiledModel)."""
+    if lstm not in LSTM_MODES:
+        from compiler.errors import UsageError
+        raise UsageError(f"unknown LSTM lowering {lstm!r} (expected {' or '.join(LSTM_MODES)})")
     from compiler.frontend import io_names, keras_layer_names
 
     missing = unsupported(keras_model)
@@ -199,7 +207,7 @@ def lower(keras_model, batch: int | None = None) -> Model:
         from compiler.errors import UsageError
         raise UsageError(f"the model has a fixed batch of {min(fixed)}; --batch {batch} cannot change it")
     batch = batch or (min(fixed) if fixed else 1)
-    g = Graph("main")
+    g = Graph("main", lstm=lstm)
     in_names, names = io_names(keras_model)  # dict keys for dict I/O, as on the converter path
     ins = [g.tensor(n, _shape(kt, batch), kt.dtype) for kt, n in zip(fn.inputs, in_names)]
     g.sg.inputs = ins

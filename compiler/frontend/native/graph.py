@@ -60,8 +60,9 @@ def variable(v):
 
 
 class Graph:
-    def __init__(self, name: str = "main"):
+    def __init__(self, name: str = "main", lstm: str = "fused"):
         self.sg = Subgraph(name)
+        self.lstm = lstm  # "fused": UNIDIRECTIONAL_SEQUENCE_LSTM; "unrolled": builtin ops per time step
         self.producer: dict[int, Operator] = {}
         self.uses: Counter = Counter()  # id(tensor) -> Keras consumers (incl. being a model output)
         self._names: set[str] = set()

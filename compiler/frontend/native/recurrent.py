@@ -69,6 +69,70 @@ def _fused(node: Node, layer, x: Tensor, name: str, out: Tensor | None) -> Tenso
     return seq
 
 
+def _sequence(node: Node, layer, x: Tensor, name: str, out: Tensor | None) -> Tensor:
+    """The LSTM's (batch, time, units) outputs over x, fused (default) or unrolled (Graph.lstm)."""
+    if node.graph.lstm == "unrolled":
+        return _unrolled(node, layer, x, name, out)
+    return _fused(node, layer, x, name, out)
+
+
+def _unrolled(node: Node, layer, x: Tensor, name: str, out: Tensor | None) -> Tensor:
+    """The LSTM as builtin ops per time step (no variable tensors, no WHILE: runs where LiteRT's
+    CompiledModel refuses the fused kernel's state variables, and every op has an integer kernel):
+
+        z = x_t K + b + h R;  i, f, o = sigmoid(z_i, z_f, z_o);  c = f * c + i * act(z_c);  h = o * act(c)
+
+    The input projection of all steps is one FULLY_CONNECTED."""
+    from compiler.frontend.native.activations import emit
+
+    g = node.graph
+    kv, rv = layer.cell.kernel, layer.cell.recurrent_kernel
+    units, fan_in = int(rv.shape[0]), int(kv.shape[0])
+    bias = value(layer.cell.bias) if layer.use_bias else np.zeros(4 * units, np.float32)
+    b, steps = x.shape[0], x.shape[1]
+    act = name_of(layer.activation)
+
+    def t(what, shape=(b, units)):
+        return g.tensor(f"{name}/{what}", shape)
+
+    flat = t("inputs_2d", (b * steps, fan_in))
+    node.op(OP.RESHAPE, [x, g.const(f"{name}/inputs_2d_shape", np.asarray(flat.shape, np.int32))], [flat])
+    proj = t("input_projection", (b * steps, 4 * units))
+    node.op(OP.FULLY_CONNECTED, [flat, g.lazy(f"{name}/kernel", lambda: value(kv).T, (4 * units, fan_in)),
+                                 g.const(f"{name}/bias", bias)], [proj], options("FullyConnectedOptions"))
+    proj3 = t("input_projection_3d", (b, steps, 4 * units))
+    node.op(OP.RESHAPE, [proj, g.const(f"{name}/projection_shape", np.asarray(proj3.shape, np.int32))], [proj3])
+    per_step = [t(f"x_{k}", (b, 4 * units)) for k in range(steps)]
+    node.op(OP.UNPACK, [proj3], per_step, options("UnpackOptions", num=steps, axis=1))
+    rec_w = g.lazy(f"{name}/recurrent_kernel", lambda: value(rv).T, (4 * units, units))
+    axis = g.const(f"{name}/split_axis", np.int32(1))
+    h = c = g.const(f"{name}/initial_state", np.zeros((b, units), np.float32))
+    outs = []
+    for k, step in enumerate(range(steps)):  # a go_backwards caller has reversed x already
+        rec, pre = t(f"step_{k}/recurrent", (b, 4 * units)), t(f"step_{k}/gates_pre", (b, 4 * units))
+        node.op(OP.FULLY_CONNECTED, [h, rec_w, None], [rec], options("FullyConnectedOptions"))
+        node.op(OP.ADD, [per_step[step], rec], [pre], options("AddOptions"))
+        zi, zf, zc, zo = (t(f"step_{k}/z_{gate}") for gate in GATES)
+        node.op(OP.SPLIT, [axis, pre], [zi, zf, zc, zo], options("SplitOptions", numSplits=4))
+        gi, gf, go, gc = (t(f"step_{k}/{gate}") for gate in ("input", "forget", "output", "candidate"))
+        for z, gate in ((zi, gi), (zf, gf), (zo, go)):
+            node.op(OP.LOGISTIC, [z], [gate])
+        emit(node, zc, act, gc)
+        kept, new, cell = t(f"step_{k}/kept"), t(f"step_{k}/new"), t(f"step_{k}/cell")
+        node.op(OP.MUL, [gf, c], [kept], options("MulOptions"))
+        node.op(OP.MUL, [gi, gc], [new], options("MulOptions"))
+        node.op(OP.ADD, [kept, new], [cell], options("AddOptions"))
+        squashed = t(f"step_{k}/cell_act")
+        emit(node, cell, act, squashed)
+        h = t(f"step_{k}/h")
+        node.op(OP.MUL, [go, squashed], [h], options("MulOptions"))
+        c = cell
+        outs.append(h)
+    seq = out if out is not None else t("sequence", (b, steps, units))
+    node.op(OP.PACK, outs, [seq], options("PackOptions", valuesCount=steps, axis=1))
+    return seq
+
+
 def _last_step(node: Node, seq: Tensor, out: Tensor) -> Tensor:
     """seq[:, -1, :], the time axis shrunk away."""
     g, (b, t, u) = node.graph, seq.shape
@@ -84,8 +148,8 @@ def lstm(node: Node) -> list[Tensor]:
     if layer.go_backwards:  # Keras returns the outputs in processing (reversed) order, as the kernel does
         x = _reverse_time(node, x, f"{node.name}/reversed_input")
     if layer.return_sequences:
-        return [_fused(node, layer, x, node.name, node.out())]
-    return [_last_step(node, _fused(node, layer, x, node.name, None), node.out())]
+        return [_sequence(node, layer, x, node.name, node.out())]
+    return [_last_step(node, _sequence(node, layer, x, node.name, None), node.out())]
 
 
 _MERGE = {"sum": (OP.ADD, "AddOptions"), "mul": (OP.MUL, "MulOptions"), "ave": (OP.ADD, "AddOptions")}
@@ -112,7 +176,7 @@ def bidirectional(node: Node) -> list[Tensor]:
     for sub, tag in ((layer.forward_layer, "forward"), (layer.backward_layer, "backward")):
         name = f"{node.name}/{tag}"
         xin = _reverse_time(node, x, f"{name}/reversed_input") if sub.go_backwards else x
-        seq = _fused(node, sub, xin, name, None)
+        seq = _sequence(node, sub, xin, name, None)
         if sequences and sub.go_backwards:
             seq = _reverse_time(node, seq, f"{name}/sequence_in_time_order")
         elif not sequences:
