@@ -442,6 +442,18 @@ def test_cli_records_the_frontend_and_falls_back(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "a" / "report.json").read_text())["frontend"] == "native"
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["frontend"] == "native"
+    proc = tflc("compile", str(tmp_path / "lstm.keras"), "--pipeline", pipe, "--lstm", "unrolled",
+                "-o", str(tmp_path / "u"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "u" / "report.json").read_text())["lstm"] == "unrolled"
+    from compiler.ir import flatbuffer
+    from compiler.runtime import StagedModel
+
+    stages = [flatbuffer.load(p) for p in sorted((tmp_path / "u").glob("stage_*.tflite"))]
+    assert len(stages) == 2 and not any(t.is_variable for st in stages for t in st.main.tensors)
+    x = {"x": np.random.default_rng(0).standard_normal((1, 6, 5)).astype(np.float32)}
+    fused, unrolled = StagedModel(tmp_path / "a")(x), StagedModel(tmp_path / "u")(x)
+    np.testing.assert_allclose(unrolled["l2"], fused["l2"], **TOL)
     proc = tflc("compile", str(tmp_path / "rnn.keras"), "--pipeline", pipe, "-o", str(tmp_path / "b"))
     assert proc.returncode == 0, proc.stderr
     assert "tflc: note: no native lowering for SimpleRNN; using the TFLite converter" in proc.stderr

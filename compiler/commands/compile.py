@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how a Keras model is lowered: native (tflc's own rules per Keras layer, fused LSTMs), "
                              "converter (tf.lite.TFLiteConverter), or auto (native when every layer has a rule, "
                              "else the converter, naming the layers without one; default)")
+    parser.add_argument("--lstm", choices=("fused", "unrolled"), default="fused",
+                        help="native front-end: an LSTM as one fused UNIDIRECTIONAL_SEQUENCE_LSTM (default; its state "
+                             "lives in variable tensors) or unrolled into builtin ops per time step (no variables: "
+                             "for runtimes that refuse them, such as LiteRT's CompiledModel and tflc-run)")
     parser.add_argument("--print-ir-after-all", action="store_true", help="dump the IR to stderr after each pass")
     parser.add_argument("--force", action="store_true",
                         help="replace the -o folder even if it is not a tflc build (its content is deleted)")
@@ -74,7 +78,7 @@ def run(args) -> int:
     check_output_folder(out, args.source, args.force)  # before the slow conversion, so nothing is lost or wasted
     calibration = check_calibration(args.source, steps, args.calibration)  # before the slow conversion
     src = load_source(args.source, batch=args.batch, calibration=calibration, imports=args.imports,
-                      unsafe=args.unsafe_deserialization, frontend=args.frontend)
+                      unsafe=args.unsafe_deserialization, frontend=args.frontend, lstm=args.lstm)
     if src.kind == "tflite":  # an untrusted file: LiteRT must survive it before tflc writes a build of it
         from compiler import isolate
         refused = isolate.smoke(args.source)
@@ -86,6 +90,7 @@ def run(args) -> int:
     model = pipeline.run(src.model, steps, ctx, print_ir=args.print_ir_after_all, timings=timings)
     report = {"source": src.spec, "pipeline": args.pipeline, "batch": src.batch,
               "frontend": src.frontend if src.kind in ("keras", "fixture") else None,
+              "lstm": args.lstm if src.frontend == "native" else None,
               "convert_seconds": round(src.convert_seconds, 3), "timings": timings, "passes": ctx.report}
     report["compile_seconds"] = round(time.perf_counter() - start, 3)
     report["peak_rss_bytes"] = peak_rss_bytes()

@@ -326,7 +326,7 @@ def _batch_of(model: Model) -> int:
 
 
 def from_keras(keras_model, batch: int | None = None, spec: str = "<keras model>",
-               frontend: str = "converter") -> Source:
+               frontend: str = "converter", lstm: str = "fused") -> Source:
     import time
 
     start = time.perf_counter()
@@ -334,7 +334,7 @@ def from_keras(keras_model, batch: int | None = None, spec: str = "<keras model>
         from compiler.frontend import native
 
         if native.choose(keras_model, frontend):
-            model = native.lower(keras_model, batch)
+            model = native.lower(keras_model, batch, lstm=lstm)
             return Source(spec=spec, kind="keras", model=model, batch=_batch_of(model), _keras=keras_model,
                           frontend="native", convert_seconds=time.perf_counter() - start)
     data, in_names, out_names, layers = _lower(keras_model, batch, {}, label=spec)
@@ -376,7 +376,7 @@ def check_calibration(spec: str, steps: list, calibration: str | None) -> dict[s
 
 def load_source(spec: str, batch: int | None = None, calibration: str | dict | None = None,
                 imports: list[str] | tuple[str, ...] = (), unsafe: bool = False,
-                frontend: str = "converter") -> Source:
+                frontend: str = "converter", lstm: str = "fused") -> Source:
     """Resolve a model source: `fixtures:NAME`, a `.keras` file, a SavedModel folder or a `.tflite` file.
 
     `calibration` is an .npz path or the arrays already read (check_calibration). `imports` are modules
@@ -392,7 +392,7 @@ def load_source(spec: str, batch: int | None = None, calibration: str | dict | N
         fx = fixtures.get(spec.split(":", 1)[1])
         keras_model = _build_fixture(fx, batch)
         _check_calibration_names(keras_model, calib)
-        src = from_keras(keras_model, batch=batch, spec=spec, frontend=frontend)
+        src = from_keras(keras_model, batch=batch, spec=spec, frontend=frontend, lstm=lstm)
         src.kind = "fixture"
         src.fixture = fx
         src.calibration = fx.calibration() if fx.calibration is not None else None
@@ -408,7 +408,7 @@ def load_source(spec: str, batch: int | None = None, calibration: str | dict | N
         else:
             keras_model = _load_keras_file(path, unsafe, imports)
             _check_calibration_names(keras_model, calib)
-            src = from_keras(keras_model, batch=batch, spec=spec, frontend=frontend)
+            src = from_keras(keras_model, batch=batch, spec=spec, frontend=frontend, lstm=lstm)
         src.path, src.sha256 = str(path.resolve()), digest
     if calib is not None:
         src.calibration = calib
