@@ -21,7 +21,7 @@ from compiler.errors import PartitionError
 from compiler.ir import Model, Operator, Subgraph, Tensor
 from compiler.ir.layers import layer_of_name, layer_of_op
 from compiler.handoff import constant_derived
-from compiler.memory import Estimator, _scratch
+from compiler.memory import INTERPRETER_OVERHEAD, PROCESS_BASELINE, Estimator, _scratch
 from compiler.passes import PassContext, register
 
 OP = schema.BuiltinOperator
@@ -175,7 +175,8 @@ class Schedule:
             self._build_prefix()
         k = (b - a).bit_length() - 1
         live = max(self._rmq[k][a], self._rmq[k][b - (1 << k)])
-        return int(self._prefix[b] - self._prefix[a]) + live * self._live_factor + self.crossing[a] + self.crossing[b]
+        return (int(self._prefix[b] - self._prefix[a]) + live * self._live_factor + self._overhead
+                + self.crossing[a] + self.crossing[b])
 
     def _build_prefix(self) -> None:
         est, n = self.estimator, len(self.ops)
@@ -201,14 +202,17 @@ class Schedule:
             self._rmq.append(np.maximum(prev[:-half], prev[half:]))
         # XNNPACK's workspace holds about the delegated ops' arena again (see compiler/memory.py).
         self._live_factor = 2 if est.use_xnnpack else 1
+        self._overhead = INTERPRETER_OVERHEAD[bool(est.use_xnnpack)]
 
     def cost(self, a: int, b: int) -> int:
         """What the run adds to the runtime's idle process while stage [a, b) is loaded: the stage's
-        estimated peak above the baseline plus the handoff arrays held meanwhile. Budgets count this,
+        estimated peak above the idle process (the runtime imported, no model: what `make bench` measures
+        as its baseline; the first interpreter's own pages count as added) plus the handoff arrays held
+        meanwhile. Budgets count this,
         because the process baseline is the host's, not the model's (it moved 42.5 -> 51.7 MB between
         two bench runs on one machine), and an app's runtime has its own."""
         e = self.estimator.range(a, b)
-        return e["peak"] - e["baseline"] + self.crossing[a] + self.crossing[b]
+        return e["peak"] - PROCESS_BASELINE + self.crossing[a] + self.crossing[b]
 
 
 def _initializers_first_use(ops: list[Operator]) -> list[Operator]:
