@@ -251,6 +251,18 @@ def test_unrolled_lstm_matches_keras_without_variables(case):
         np.testing.assert_allclose(got[name], want, **TOL, err_msg=name)
 
 
+def test_zero_padding_that_equals_same_folds_into_the_conv():
+    def build(L, x):
+        a = L.DepthwiseConv2D(3, strides=2, name="dw")(L.ZeroPadding2D(((0, 1), (0, 1)), name="pad")(x))
+        b = L.Conv2D(2, 3, strides=2, name="c")(L.ZeroPadding2D(1, name="pad_sym")(x))  # SAME pads (0, 1): kept
+        return L.Concatenate(name="cat")([L.Flatten(name="fa")(a), L.Flatten(name="fb")(b)])
+
+    ir = check(_model(build, (8, 8, 2)))
+    assert [op.name for op in ir.main.operators].count("PAD") == 1
+    dw = next(op for op in ir.main.operators if op.name == "DEPTHWISE_CONV_2D")
+    assert dw.inputs[0].name == "x" and dw.options.padding == 0  # SAME
+
+
 def test_gru_is_unrolled_into_builtins():
     ir = check(_model(*RULE_CASES["gru_sequences"]))
     hist = ir.op_histogram()

@@ -33,6 +33,32 @@ def _bias(layer, channels: int) -> np.ndarray:
     return value(layer.bias) if layer.use_bias else np.zeros(channels, np.float32)
 
 
+def _same_pads(size: int, k: int, stride: int, dilation: int) -> tuple[int, int]:
+    """(before, after) padding that SAME applies to one spatial axis (TF's rule: the extra one after)."""
+    reach = (k - 1) * dilation + 1
+    total = max((-(-size // stride) - 1) * stride + reach - size, 0)
+    return total // 2, total - total // 2
+
+
+def _unpad(node: Node, x: Tensor, kernel: tuple[int, int]) -> Tensor | None:
+    """The input before a ZeroPadding2D whose padding is exactly what SAME would add for this VALID conv
+    (MobileNetV2's stride-2 blocks): the conv then runs SAME on it and the PAD goes."""
+    g = node.graph
+    pad = g.producer.get(id(x))
+    if (pad is None or pad.builtin_code != OP.PAD or g.uses[id(x)] != 1 or node.layer.padding != "valid"
+            or len(x.shape) != 4 or any(x is o for o in g.sg.outputs)):
+        return None
+    src, amounts = pad.inputs[0], pad.inputs[1].numpy()
+    (sh, sw), (dh, dw) = _pair(node.layer.strides), _pair(node.layer.dilation_rate)
+    want = [(0, 0), _same_pads(src.shape[1], kernel[0], sh, dh), _same_pads(src.shape[2], kernel[1], sw, dw), (0, 0)]
+    if [tuple(int(v) for v in row) for row in amounts] != want:
+        return None
+    g.sg.operators.remove(pad)
+    del g.producer[id(x)]
+    g.sg.tensors = [t for t in g.sg.tensors if t is not x and t is not pad.inputs[1]]
+    return src
+
+
 def _conv(node: Node, x: Tensor, out_shape, filt: Tensor, bias: np.ndarray, depthwise: int = 0):
     """One CONV_2D (depthwise=0) or DEPTHWISE_CONV_2D (depth multiplier), then the layer's activation."""
     layer = node.layer
@@ -41,7 +67,11 @@ def _conv(node: Node, x: Tensor, out_shape, filt: Tensor, bias: np.ndarray, dept
     sh, sw = _pair(layer.strides)
     dh, dw = _pair(layer.dilation_rate)
     # Causal padding (Conv1D) was written as an explicit PAD of the past: the conv itself is VALID.
-    common = dict(padding=PADDING.get(layer.padding, PADDING["valid"]), strideH=sh, strideW=sw, dilationHFactor=dh,
+    padding = PADDING.get(layer.padding, PADDING["valid"])
+    unpadded = _unpad(node, x, tuple(filt.shape[1:3]))
+    if unpadded is not None:
+        x, padding = unpadded, PADDING["same"]
+    common = dict(padding=padding, strideH=sh, strideW=sw, dilationHFactor=dh,
                   dilationWFactor=dw, fusedActivationFunction=fused)
     done = fused != ACT.NONE or act == "linear"
     y = node.out() if done and tuple(out_shape) == tuple(node.out_shapes[0]) else node.tmp("conv", out_shape)
