@@ -340,3 +340,17 @@ def test_shape_bomb_is_one_line_through_the_cli(tmp_path):
         assert_user_error(tflc(*argv), "activations take 4,294,967,360 bytes, more than the limit of "
                           "1,073,741,824", code=2)
     assert not (tmp_path / "b").exists()
+
+
+def test_weight_path_output_keeps_its_input_shape():
+    """float16 weights expanded by DEQUANTIZE: XNNPACK packs the output as a static weight with its declared
+    shape, and aborts (SIGABRT, seen on a fuzzed MediaPipe model) when that is not the input's."""
+    x, y = act("x", (1, 8)), act("y", (1, 8))
+    w16 = Tensor("w16", (1, 8), schema.TensorType.FLOAT16, Buffer(C2.astype(np.float16).view(np.uint8).reshape(-1)))
+    w = act("w", (1, 8))
+    model = model_of([x], [y], [Operator(OP.DEQUANTIZE, inputs=[w16], outputs=[w]), binary(OP.ADD, x, w, y)],
+                     [x, w16, w, y])
+    out = loads_and_runs(model)
+    np.testing.assert_allclose(out["y"], X + C2.astype(np.float16).astype(np.float32), rtol=1e-6)
+    w.shape = (1, 2, 4)
+    rejects(model, "operator 0 (DEQUANTIZE) output shape [1, 2, 4] is not its input's [1, 8]")

@@ -83,11 +83,12 @@ class OpSpec:
     required: bool = False
     const: tuple[int, ...] = ()
     counts: tuple[int, ...] = ()
+    same_shape: bool = False  # the output's declared shape is the input's (XNNPACK trusts it for weights)
 
 
 def _spec(ins: str, outs: str = "output", options: str | None = None, required: bool = False,
-          const: tuple[int, ...] = (), counts: tuple[int, ...] = ()) -> OpSpec:
-    return OpSpec(tuple(ins.split()), tuple(outs.split()), options, required, const, counts)
+          const: tuple[int, ...] = (), counts: tuple[int, ...] = (), same_shape: bool = False) -> OpSpec:
+    return OpSpec(tuple(ins.split()), tuple(outs.split()), options, required, const, counts, same_shape)
 
 
 _UNARY = _spec("input")
@@ -105,7 +106,11 @@ SPECS: dict[str, OpSpec] = {
         "ABS", "CEIL", "COS", "ELU", "EXP", "FLOOR", "HARD_SWISH", "LOG", "LOGICAL_NOT", "LOGISTIC", "NEG",
         "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "ROUND", "RSQRT", "SIGN", "SIN", "SQRT", "SQUARE",
         "TANH", "ZEROS_LIKE", "L2_NORMALIZATION", "LOCAL_RESPONSE_NORMALIZATION", "LOG_SOFTMAX",
-        "RANK", "WHERE", "CAST", "QUANTIZE", "DEQUANTIZE", "FLOOR", "SHAPE")},
+        "RANK", "WHERE", "CAST", "FLOOR", "SHAPE")},
+    # weight paths (float16 or sparse weights expanded at load time): XNNPACK packs their outputs as
+    # static weights with the declared shapes, and aborts if those are not the input's
+    "QUANTIZE": _spec("input", same_shape=True),
+    "DEQUANTIZE": _spec("input", same_shape=True),
     **{name: _BINARY for name in (
         "ADD", "SUB", "MUL", "DIV", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM", "POW", "FLOOR_DIV",
         "FLOOR_MOD", "LESS", "LESS_EQUAL", "GREATER", "GREATER_EQUAL", "EQUAL", "NOT_EQUAL", "LOGICAL_AND",
@@ -183,7 +188,7 @@ SPECS: dict[str, OpSpec] = {
     "READ_VARIABLE": _spec("resource"),
     "ASSIGN_VARIABLE": _spec("resource value", ""),
     # sparsity and quantization helpers
-    "DENSIFY": _spec("input", const=(0,)),
+    "DENSIFY": _spec("input", const=(0,), same_shape=True),
 }
 
 # Builtins outside SPECS whose kernels accept -1 (an absent optional input); -1 anywhere else is read as a
@@ -422,6 +427,9 @@ class _Checker:
             for pos in spec.const:
                 if not op.inputs[pos].is_constant:
                     self.fail(f"{where} input {pos} ({spec.inputs[pos]}) must be a constant")
+            if spec.same_shape and tuple(op.outputs[0].shape) != tuple(op.inputs[0].shape):
+                self.fail(f"{where} output shape {list(op.outputs[0].shape)} is not its input's "
+                          f"{list(op.inputs[0].shape)}")
             self.option_values(where, op, spec)
             self.control_flow(where, op)
         else:
