@@ -3,6 +3,10 @@
     python -m bench --model contect-small        # quick (seconds)
     python -m bench --model contect              # full (conversion ~3 min once, then the measurements)
 
+Then the compile section: `tflc compile fixtures:<model>` with `--frontend native` and with
+`--frontend converter` in fresh processes (wall time, own peak RSS, op count, inference time of each
+build); `--skip-compile` leaves it out.
+
 Writes bench/results/<model>.json, <model>.md and <model>_fig4.png; prints the tables on stdout and
 progress on stderr. Builds are cached under bench/cache/<model>/ (see bench/suite.py).
 """
@@ -66,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=str(ROOT / "bench" / "results"), help="results folder (default bench/results)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per measuring process (default 3600)")
     p.add_argument("--compile-timeout", type=float, default=3600, help="seconds per compile (default 3600)")
+    p.add_argument("--skip-compile", action="store_true",
+                   help="skip the compile section (tflc compile fixtures:MODEL with --frontend native and with "
+                   "--frontend converter; on full contect the converter route takes minutes and ~10 GB)")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be ≥ 1")
@@ -131,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     budget_row["budget_bytes"] = budget_bytes
     budget_row["within_budget"] = budget_row.get("peak") is not None and budget_row["peak"] <= budget_bytes
 
+    section_start = time.perf_counter()
+    comp = _compile_section(args)
+    compile_section_s = time.perf_counter() - section_start
+
     results = Path(args.results)
     png = results / f"{args.model}_fig4.png"
     refs = {k: r["peak"] for k, r in (("float unpartitioned", rows1[0]), (f"{int8} unpartitioned", rows1[1]))
@@ -143,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs_per_scenario": args.runs, "float_source": str(cache.float), "float_source_sha256": cache.source_sha,
         "int8": int8_choice, "budget": budget, "budget_bytes": budget_bytes,
         "baseline": {"peak": baseline_peak, "runs": [b.get("memory") or b for b in baseline_runs]},
-        "table1": rows1, "fig4": rows4, "targets": tg, "paper": report.PAPER,
-        "seconds": {"convert": round(convert_s, 1), "compile": round(compile_s, 1), "total": round(total_s, 1)},
+        "table1": rows1, "fig4": rows4, "targets": tg, "paper": report.PAPER, "compile": comp,
+        "seconds": {"convert": round(convert_s, 1), "compile": round(compile_s, 1),
+                    "compile_section": round(compile_section_s, 1), "total": round(total_s, 1)},
     }
     suite.write_json(results / f"{args.model}.json", data)
 
@@ -154,7 +166,40 @@ def main(argv: list[str] | None = None) -> int:
     say(f"wrote {results / f'{args.model}.json'}, {results / f'{args.model}.md'}"
         + (f", {png}" if plotted else "") + f" in {total_s:.0f} s")
     failed = [r["label"] for r in rows if r.get("compile_error") and r["group"] == "table1"]
+    failed += [r["frontend"] for r in comp.get("rows", []) if r.get("error")]
     return 1 if failed else 0
+
+
+def _compile_section(args) -> dict:
+    if args.skip_compile:
+        say("compile section skipped (--skip-compile)")
+        return {"skipped": True}
+    rows = [report.compile_row(r) for r in
+            suite.compile_section(args.model, args.runs, args.timeout, args.compile_timeout)]
+    ratios = report.compile_ratios(rows)
+    return {"skipped": False, "rows": rows, "ratios": ratios, "targets": report.compile_targets(ratios)}
+
+
+def compile_md(model: str, comp: dict, runs: int) -> list[str]:
+    lines = ["## Compile: native vs converter front-end", ""]
+    if comp.get("skipped"):
+        return lines + ["Skipped (`--skip-compile`).", ""]
+    pipeline = next((r["pipeline"] for r in comp["rows"] if r.get("pipeline")), "the default pipeline")
+    lines += [f"`tflc compile fixtures:{model} --frontend native|converter` with the default pipeline "
+              f"(`{pipeline}`), one fresh process each, one after the other. compile wall = the parent's "
+              "clock around the process (interpreter start, TensorFlow/Keras import and building the fixture "
+              "included; in brackets the `compile_seconds` tflc reports itself, from parsing the pipeline "
+              "to the last pass, before the build is written); compile peak = VmHWM of the compile process itself (read by `bench.peak` at its end, "
+              "so nothing of the bench process is carried over). ops = operators of the build, every subgraph "
+              "(WHILE bodies) included. run peak/load/infer/total = the build run by `bench.measure` in "
+              f"{runs} fresh processes (median). Ratios are converter / native: above 1× the native "
+              "front-end is faster, smaller or has fewer ops.", ""]
+    lines += report.compile_md(comp["rows"], comp["ratios"])
+    lines += ["", "Target (issue 13, set for full Contect, where the converter route takes ~6 min and ~10 GB; on "
+              "a small model the fixed cost of starting Python, importing TensorFlow/Keras and building the fixture, "
+              "paid by both routes, is most of the native route's time and memory):", ""]
+    lines += report.targets_md(comp["targets"])
+    return lines + [""]
 
 
 def _markdown(args, data, rows1, rows4, tg, int8, budget, baseline_peak, png) -> str:
@@ -184,8 +229,9 @@ def _markdown(args, data, rows1, rows4, tg, int8, budget, baseline_peak, png) ->
         lines += ["", f"![Figure 4]({png.name})"]
     lines += ["", "## Targets", ""]
     lines += report.targets_md(tg)
-    lines += ["", f"Run time: conversion {data['seconds']['convert']:.0f} s, compiles {data['seconds']['compile']:.0f} s, "
-              f"total {data['seconds']['total']:.0f} s.", ""]
+    lines += [""] + compile_md(args.model, data["compile"], args.runs)
+    lines += [f"Run time: conversion {data['seconds']['convert']:.0f} s, compiles {data['seconds']['compile']:.0f} s, "
+              f"compile section {data['seconds']['compile_section']:.0f} s, total {data['seconds']['total']:.0f} s.", ""]
     return "\n".join(lines)
 
 

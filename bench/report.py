@@ -215,3 +215,63 @@ def plot_fig4(rows: list[dict], path: Path, title: str, baseline_peak: float | N
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+# ----------------------------------------------------------------------------------------- compile section
+
+# Issue 13's goal for the native front-end, measured side by side with the converter route.
+COMPILE_TARGETS = {"wall": 10.0, "peak": 4.0}
+
+
+def compile_row(res: dict) -> dict:
+    """One front-end's compile (wall, own peak, ops) and its build's fresh-process inference, medians."""
+    row = {k: res.get(k) for k in ("frontend", "used_frontend", "error", "wall_s", "peak", "children_peak",
+                                    "reported_compile_s", "stages", "bytes", "quantization", "pipeline")}
+    hist = res.get("op_histogram") or {}
+    row["op_histogram"] = dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+    row["ops"] = sum(hist.values()) if hist else None
+    row["errors"] = list(res.get("errors") or [])
+    row["runs"] = [{"peak": r["memory"]["VmHWM"], "load_s": r["load_s"], "infer_s": r["infer_s"],
+                    "total_s": r["total_s"]} for r in res.get("runs") or []]
+    for key in ("load_s", "infer_s", "total_s"):
+        row[key] = median([r[key] for r in row["runs"]])
+    row["run_peak"] = median([r["peak"] for r in row["runs"]])
+    return row
+
+
+def compile_ratios(rows: list[dict]) -> dict:
+    """converter / native for compile wall time, compile peak, op count and inference time (>1: native wins)."""
+    by = {r["frontend"]: r for r in rows}
+    n, c = by.get("native", {}), by.get("converter", {})
+    return {key: _ratio(c.get(key), n.get(key)) for key in ("wall_s", "peak", "ops", "infer_s", "total_s")}
+
+
+def compile_targets(ratios: dict) -> list[dict]:
+    wall, peak = ratios.get("wall_s"), ratios.get("peak")
+    return [{"target": f"native compile ≥ {COMPILE_TARGETS['wall']:g}× faster (wall) than the converter route",
+             "measured": _x(wall), "met": wall is not None and wall >= COMPILE_TARGETS["wall"]},
+            {"target": f"native compile ≥ {COMPILE_TARGETS['peak']:g}× less peak RSS than the converter route",
+             "measured": _x(peak), "met": peak is not None and peak >= COMPILE_TARGETS["peak"]}]
+
+
+def compile_md(rows: list[dict], ratios: dict) -> list[str]:
+    def first(r):
+        used = r.get("used_frontend")
+        return f"`--frontend {r['frontend']}`" + (f" (used {used})" if used and used != r["frontend"] else "")
+
+    def cells(r):
+        wall, own = r.get("wall_s"), r.get("reported_compile_s")
+        return [("–" if wall is None else f"{wall:.1f}") + ("" if own is None else f" ({own:.1f})"), _mb(r.get("peak")), str(r.get("ops", "–")), str(r.get("stages", "–")),
+                _mb(r.get("bytes")), _mb(r.get("run_peak")), _s(r.get("load_s")), _s(r.get("infer_s")),
+                f"{_s(r.get('total_s'))}{_runs(r, 'total_s', _s)}"]
+
+    columns = ["front-end", "compile wall s (tflc's own timer)", "compile peak RSS MB", "ops", "stages", "size MB", "run peak MB",
+               "load s", "infer s", "total s, median [runs]"]
+    rows = [dict(r, compile_error=r.get("error")) for r in rows]
+    out = _table(columns, rows, first, cells)
+    out.append("| converter / native | " + " | ".join([_x(ratios.get("wall_s")), _x(ratios.get("peak")),
+                                                        _x(ratios.get("ops")), "", "", "", "",
+                                                        _x(ratios.get("infer_s")), _x(ratios.get("total_s"))]) + " |")
+    ops = [f"- {first(r)} ops: " + ", ".join(f"{k} {v}" for k, v in r["op_histogram"].items())
+           for r in rows if r.get("op_histogram")]
+    return out + ([""] + ops if ops else [])

@@ -199,7 +199,9 @@ def _tail(text: str, n: int = 15) -> str:
 def measure_once(build: Path | None, inputs: Path | None, timeout: float) -> dict:
     """One fresh `python -m bench.measure` process; its JSON line, or {'error': ...}."""
     cmd = [sys.executable, "-m", "bench.measure"]
-    cmd += [str(build), "--repeat", "1", "--inputs", str(inputs)] if build is not None else ["--baseline"]
+    cmd += [str(build), "--repeat", "1"] if build is not None else ["--baseline"]
+    if build is not None and inputs is not None:
+        cmd += ["--inputs", str(inputs)]
     try:
         proc = subprocess.run(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               timeout=timeout)
@@ -274,3 +276,62 @@ def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=1, default=str).encode()))
 
+
+
+# ----------------------------------------------------------------------------------------- compile section
+
+COMPILE_FRONTENDS = ("native", "converter")
+
+
+def compile_once(model: str, frontend: str, out: Path, timeout: float) -> dict:
+    """`tflc compile fixtures:MODEL --frontend F -o OUT` (default pipeline) in a fresh process, through
+    bench.peak so the peak is the compile's own; wall time is the parent's view (interpreter start included)."""
+    probe = out.parent / f"{out.name}.peak.json"
+    cmd = [sys.executable, "-m", "bench.peak", str(probe), "compiler", "compile", f"fixtures:{model}",
+           "--frontend", frontend, "-o", str(out)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"frontend": frontend, "error": f"compile timed out after {timeout:.0f} s"}
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("tflc: error")] or proc.stderr.splitlines()[-3:]
+        return {"frontend": frontend, "error": " ".join(lines).strip() or f"exit status {proc.returncode}"}
+    try:
+        peak = json.loads(probe.read_text())
+        rep = json.loads((out / "report.json").read_text())
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        return {"frontend": frontend, "error": f"compile left no readable result: {e}"}
+    return {"frontend": frontend, "used_frontend": rep.get("frontend"), "wall_s": wall, "peak": peak["peak"],
+            "children_peak": peak["children_peak"], "in_process_s": peak["seconds"],
+            "reported_compile_s": rep.get("compile_seconds"), "op_histogram": rep.get("op_histogram") or {},
+            "stages": len(manifest["stages"]), "bytes": sum(s["bytes"] for s in manifest["stages"]),
+            "quantization": manifest.get("quantization"), "pipeline": manifest.get("pipeline"),
+            "inputs": str(out / manifest["sample_input"]["file"]) if manifest.get("sample_input") else None}
+
+
+def compile_section(model: str, runs: int, timeout: float, compile_timeout: float) -> list[dict]:
+    """Compile with each front-end (one after the other, into a temp folder), then time each build's
+    inference in `runs` fresh `bench.measure` processes, round-robin; returns one result per front-end."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tflc-bench-compile-") as tmp:
+        results = []
+        for fe in COMPILE_FRONTENDS:
+            say(f"compile section: tflc compile fixtures:{model} --frontend {fe}")
+            res = compile_once(model, fe, Path(tmp) / fe, compile_timeout)
+            res["build"] = str(Path(tmp) / fe)
+            res["runs"], res["errors"] = [], []
+            say(f"compile section: {fe}: " + (f"ERROR {res['error']}" if "error" in res else
+                                               f"{res['wall_s']:.1f} s, peak {res['peak'] / 2**20:.0f} MiB"))
+            results.append(res)
+        ok = [r for r in results if "error" not in r]
+        for r in range(runs):
+            for res in ok:
+                m = measure_once(Path(res["build"]), Path(res["inputs"]) if res["inputs"] else None, timeout)
+                (res["errors"] if "error" in m else res["runs"]).append(m.get("error") or m)
+                say(f"compile section: run {r + 1}/{runs} {res['frontend']} build: {_short(m)}")
+    return results

@@ -118,3 +118,90 @@ def test_measure_runs_a_staged_build_in_a_fresh_process(weighty_build):
     # The 32 MB weight and the 32 MB input/handoff/output arrays are all in the peak.
     base = _measure("--baseline")["memory"]["VmHWM"]
     assert result["memory"]["VmHWM"] - base >= 64 * MB
+
+
+# ----------------------------------------------------------------------------------------- compile section
+
+def test_peak_is_the_childs_own_not_the_parents_carried_over(tmp_path):
+    """A parent holding 400 MB runs a 60 MB module through bench.peak: the module's VmHWM is its own,
+    while the parent's RUSAGE_CHILDREN ru_maxrss inherits the parent's 400 MB (why bench.peak exists)."""
+    (tmp_path / "small_alloc.py").write_text("import numpy as np\nb = np.ones(60 * 10**6 // 8)\nraise SystemExit(3)\n")
+    out = tmp_path / "peak.json"
+    code = textwrap.dedent(f"""
+        import json, os, resource, subprocess, sys
+        import numpy as np
+        big = np.ones(400 * 10**6 // 8)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([{str(REPO)!r}, {str(tmp_path)!r}]))
+        rc = subprocess.run([sys.executable, "-m", "bench.peak", {str(out)!r}, "small_alloc"], env=env).returncode
+        print(json.dumps({{"rc": rc, "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=REPO,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    parent = json.loads(proc.stdout.strip().splitlines()[-1])
+    child = json.loads(out.read_text())
+    assert parent["rc"] == 3 and child["exit"] == 3      # the module's exit status is passed on
+    assert 60 * MB <= child["peak"] < 200 * MB            # its 60 MB array, not the parent's 400 MB
+    assert child["children_peak"] == 0                    # the module started no process
+    assert parent["children"] >= 400 * MB                 # the carried-over number bench.peak avoids
+
+
+def _fake_compile(frontend, wall, peak, hist, totals, infers):
+    runs = [{"memory": {"VmHWM": 50 * MB}, "load_s": t - i, "infer_s": i, "total_s": t} for t, i in zip(totals, infers)]
+    return {"frontend": frontend, "used_frontend": frontend, "wall_s": wall, "peak": peak, "children_peak": 0,
+            "reported_compile_s": wall - 1, "op_histogram": hist, "stages": 1, "bytes": 2 * MB,
+            "quantization": "int8-dynamic", "pipeline": "strip-unused", "runs": runs, "errors": []}
+
+
+def test_compile_rows_ratios_targets_and_table():
+    from bench import report
+
+    native = report.compile_row(_fake_compile("native", 2.0, 100 * MB, {"CONV_2D": 3, "UNIDIRECTIONAL_SEQUENCE_LSTM": 2},
+                                              [0.010, 0.030, 0.020], [0.004, 0.020, 0.006]))
+    conv = report.compile_row(_fake_compile("converter", 30.0, 500 * MB, {"WHILE": 2, "ADD": 10, "CONV_2D": 3},
+                                            [0.050, 0.040, 0.090], [0.030, 0.012, 0.080]))
+    assert native["ops"] == 5 and conv["ops"] == 15
+    assert list(conv["op_histogram"]) == ["ADD", "CONV_2D", "WHILE"]  # most frequent first
+    assert native["total_s"] == pytest.approx(0.020) and native["infer_s"] == pytest.approx(0.006)
+    assert native["run_peak"] == 50 * MB
+    ratios = report.compile_ratios([native, conv])
+    assert ratios["wall_s"] == pytest.approx(15.0)
+    assert ratios["peak"] == pytest.approx(5.0)
+    assert ratios["ops"] == pytest.approx(3.0)
+    assert ratios["infer_s"] == pytest.approx(0.030 / 0.006)
+    assert ratios["total_s"] == pytest.approx(0.050 / 0.020)
+    assert [t["met"] for t in report.compile_targets(ratios)] == [True, True]
+    # 9.9× and 3.9× miss the 10× and 4× targets.
+    assert [t["met"] for t in report.compile_targets({"wall_s": 9.9, "peak": 3.9})] == [False, False]
+    assert [t["met"] for t in report.compile_targets({"wall_s": None, "peak": None})] == [False, False]
+
+    md = "\n".join(report.compile_md([native, conv], ratios))
+    assert "| `--frontend native` | 2.0 (1.0) | 100.0 | 5 | 1 | 2.0 | 50.0 |" in md
+    assert "| `--frontend converter` | 30.0 (29.0) | 500.0 | 15 |" in md
+    assert "| converter / native | 15.00× | 5.00× | 3.00× |" in md
+    assert "ops: ADD 10, CONV_2D 3, WHILE 2" in md
+
+
+def test_failed_compile_shows_its_error_and_no_ratio():
+    from bench import report, suite
+
+    results = suite.compile_section("no-such-fixture", runs=1, timeout=60, compile_timeout=120)
+    assert [r["frontend"] for r in results] == ["native", "converter"]
+    for r in results:
+        assert r["error"].startswith("tflc: error: unknown fixture 'no-such-fixture'")
+        assert r["runs"] == []  # nothing to measure
+    rows = [report.compile_row(r) for r in results]
+    ratios = report.compile_ratios(rows)
+    assert all(v is None for v in ratios.values())
+    md = "\n".join(report.compile_md(rows, ratios))
+    assert "| `--frontend converter` | compile failed: tflc: error: unknown fixture" in md
+    assert "| converter / native | – | – | – |" in md
+    assert [t["met"] for t in report.compile_targets(ratios)] == [False, False]
+
+
+def test_skipped_compile_section_says_so():
+    from bench.__main__ import compile_md, main
+
+    assert compile_md("m", {"skipped": True}, 3)[-2] == "Skipped (`--skip-compile`)."
+    with pytest.raises(SystemExit):  # the flag exists and takes no value
+        main(["--skip-compile=yes"])
