@@ -8,6 +8,7 @@ MODEL ?= contect
 OUT ?= build/$(MODEL)
 PIPELINE ?=
 BENCH_MODEL ?= contect
+BENCH_FLAGS ?=
 
 .PHONY: setup setup-test compile test test-fast test-corpus lint bench fuzz clean help
 
@@ -63,7 +64,7 @@ test-corpus: setup-test
 	TFLC_CORPUS_FULL=1 TFLC_CORPUS_EXAMPLES=$(EXAMPLES) $(BIN)/python -m pytest -q -m corpus
 
 bench: setup-test
-	$(BIN)/python -m bench --model $(BENCH_MODEL)
+	$(BIN)/python -m bench --model $(BENCH_MODEL) $(BENCH_FLAGS)
 
 # Structure-aware mutants of the fixtures' stage files and the MediaPipe models through tflc inspect,
 # compile and run (not part of make test); fails unless signal deaths, hangs and tracebacks are all 0.
