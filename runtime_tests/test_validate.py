@@ -176,13 +176,21 @@ def test_required_options_and_option_values():
     rejects(bad, "option padding is 7, which the schema does not define")
 
 
-def test_optional_bias_may_be_absent():
+def test_bias_optional_only_where_the_kernel_takes_none():
+    """DEPTHWISE_CONV_2D without its bias made LiteRT's kernel crash (SIGSEGV while invoking, a fuzzed
+    mobilenet_v2 stage); FULLY_CONNECTED takes -1 for no bias."""
     model = conv_model()
     op = model.main.operators[0]
-    op.inputs[2] = None  # CONV_2D without bias: -1 is allowed there
-    flatbuffer.loads(flatbuffer.dumps(model))
-    op.inputs[1] = None
-    rejects(model, "operator 0 (CONV_2D) input 1 (filter) is -1, but the kernel needs it")
+    op.inputs = op.inputs[:2]
+    rejects(model, "operator 0 (CONV_2D) has 2 inputs, needs 3")
+    op.inputs = [op.inputs[0], op.inputs[1], None]
+    rejects(model, "operator 0 (CONV_2D) input 2 (bias) is -1, but the kernel needs it")
+    x, y = act("x", (1, 8)), act("y", (1, 3))
+    w = const("w", np.arange(24, dtype=np.float32).reshape(3, 8) / 10)
+    fc = Operator(OP.FULLY_CONNECTED, inputs=[x, w, None], outputs=[y],
+                  options_type=schema.BuiltinOptions.FullyConnectedOptions, options=schema.FullyConnectedOptionsT())
+    out = loads_and_runs(model_of([x], [y], [fc], [x, w, y]))
+    np.testing.assert_allclose(out["y"], X @ w.numpy().T, rtol=1e-5)
 
 
 def split_model(num_splits: int):

@@ -125,8 +125,9 @@ SPECS: dict[str, OpSpec] = {
     "SELECT": _spec("condition x y"),
     "SELECT_V2": _spec("condition x y"),
     # convolutions and pooling: strides, filter sizes and dilations come from the options
-    "CONV_2D": _spec("input filter bias?", options="Conv2DOptions", required=True),
-    "DEPTHWISE_CONV_2D": _spec("input filter bias?", options="DepthwiseConv2DOptions", required=True),
+    # LiteRT's CONV_2D and DEPTHWISE_CONV_2D need the bias (without it the depthwise kernel reads null)
+    "CONV_2D": _spec("input filter bias", options="Conv2DOptions", required=True),
+    "DEPTHWISE_CONV_2D": _spec("input filter bias", options="DepthwiseConv2DOptions", required=True),
     "CONV_3D": _spec("input filter bias?", options="Conv3DOptions", required=True),
     "TRANSPOSE_CONV": _spec("output_shape weights input bias?", options="TransposeConvOptions", required=True),
     "FULLY_CONNECTED": _spec("input weights bias?", "output workspace?", options="FullyConnectedOptions"),
