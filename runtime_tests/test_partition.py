@@ -410,3 +410,16 @@ def test_a_budget_that_stages_n_meets_is_met(request, which, precision):
     rows = ctx.report["partition"]["per_stage"]
     assert all(r["cost"] <= budget for r in rows) and len(rows) <= 4
     staged_run(c, model, precision, False)
+
+
+def test_a_model_output_no_operator_computes_is_refused_in_one_line():
+    """A (fuzzed) model whose output is a constant or a passed-through input: no stage produces it, so
+    partition refuses it clearly instead of failing while writing the manifest."""
+    x, y = act("x", (1, 4)), act("y", (1, 4))
+    c = const("c", np.ones((1, 4)))
+    model = model_of([x], [y, c], [binary(OP.ADD, x, c, y)], [x, c, y])
+    with pytest.raises(PartitionError, match="model output 'c' is a constant"):
+        partition(model, ctx=PassContext(), auto=True)
+    model = model_of([x], [y, x], [binary(OP.ADD, x, c, y)], [x, c, y])
+    with pytest.raises(PartitionError, match="model output 'x' is not computed by any operator"):
+        partition(model, ctx=PassContext(), stages=2)

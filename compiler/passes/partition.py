@@ -462,6 +462,12 @@ def partition(model: Model, *, ctx: PassContext, stages: int = 0, budget: str | 
                              (f" (got {', '.join(chosen)})" if chosen else ""))
     limit = parse_size(budget) if budget is not None else None
     main = model.main
+    written = {id(t) for op in main.operators for t in op.outputs if t is not None}
+    for t in main.outputs:
+        if id(t) not in written:
+            what = "a constant" if t.is_constant else "not computed by any operator (a model input passed through?)"
+            raise PartitionError(f"partition: model output {t.name!r} is {what}; a staged build cannot hand it "
+                                 "over: compile without partition")
     _ensure_topological(main)
     _unique_names(main)
     group_of = None
