@@ -361,3 +361,21 @@ def test_precision_census():
     assert p["weights"] == {"float16": {"count": 1, "bytes": 64}, "float32": {"count": 1, "bytes": 128},
                             "int8": {"count": 1, "bytes": 2048}}
     assert p["ops"] == {"conversion": 1, "float": 1, "hybrid": 1} and p["mode"] == "int8-dynamic"
+
+
+def test_float16_keeps_a_scalar_weight_scalar():
+    """A 0-d float constant (e.g. a scalar multiplier) becomes a 0-d float16 constant: its DEQUANTIZE
+    output and input agree in shape (found by the corpus: MobileNetV3Small's hard-swish scalars)."""
+    from compiler import pipeline
+    from compiler.passes import PassContext
+    from compiler.ir import Buffer, Tensor
+    from ir_helpers import OP, act, binary, model_of, run
+
+    x, y = act("x", (1, 4)), act("y", (1, 4))
+    c = Tensor("c", (), buffer=Buffer(np.float32([3.0]).view(np.uint8)))
+    model = model_of([x], [y], [binary(OP.MUL, x, c, y)], [x, c, y])
+    model = pipeline.run(model, pipeline.parse("quantize{mode=float16,min-elements=0}"), PassContext(check_ir=True))
+    deq = model.main.operators[0]
+    assert deq.builtin_code == OP.DEQUANTIZE and deq.inputs[0].shape == deq.outputs[0].shape == ()
+    xv = np.float32([[1, 2, 3, 4]])
+    np.testing.assert_array_equal(run(model, {"x": xv})["y"], xv * 3)

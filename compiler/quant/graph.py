@@ -13,10 +13,11 @@ OP = schema.BuiltinOperator
 def constant(sg: Subgraph, name: str, values: np.ndarray, quantization: Quantization | None = None,
              buffer: Buffer | None = None) -> Tensor:
     """A new constant tensor in `sg` (sharing `buffer` when given, so deduplicated weights stay shared)."""
+    shape = tuple(int(d) for d in np.shape(values))  # before ascontiguousarray, which makes a scalar 1-D
     values = np.ascontiguousarray(values)
     if buffer is None:
         buffer = Buffer(values.reshape(-1).view(np.uint8))
-    t = Tensor(name, tuple(int(d) for d in values.shape), tensor_type_of(values.dtype), buffer=buffer,
+    t = Tensor(name, shape, tensor_type_of(values.dtype), buffer=buffer,
                quantization=quantization)
     sg.tensors.append(t)
     return t
