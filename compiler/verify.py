@@ -592,12 +592,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-output", metavar="NAME", default=None,
                         help="the output that 'labels' and decision agreement score (default: the build's first "
                              "output, in manifest order)")
-    parser.add_argument("--import", dest="imports", metavar="MODULE_OR_FILE", action="append", default=[],
-                        help="import this module or .py file before reloading the source Keras model (its "
-                             "registered layer classes); repeatable, as for compile")
-    parser.add_argument("--unsafe-deserialization", action="store_true",
-                        help="let Keras run the Python code of Lambda layers when reloading the source "
-                             "(arbitrary code execution; only for files you trust)")
+    from compiler.commands import add_user_code_arguments
+
+    add_user_code_arguments(parser, "reloading the source Keras model")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N examples")
     parser.add_argument("--no-layers", action="store_true", help="skip per-layer localization")
     parser.add_argument("--reference", metavar="DIR", default=None,

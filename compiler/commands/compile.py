@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from compiler.commands import add_user_code_arguments
+
 NAME = "compile"
 HELP = "compile a model into a build folder"
 DESCRIPTION = ("Lower SOURCE to TFLite, run the pass pipeline and write a build folder "
@@ -26,12 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=None,
                         help="batch size for inputs whose batch dimension is None (default 1; LSTMs need a fixed batch)")
     parser.add_argument("--calibration", metavar="NPZ", help="calibration data for int8: arrays keyed by input name")
-    parser.add_argument("--import", dest="imports", metavar="MODULE_OR_FILE", action="append", default=[],
-                        help="import this module or .py file before loading SOURCE, so the Keras classes it "
-                             "registers (@keras.saving.register_keras_serializable) are known; repeatable")
-    parser.add_argument("--unsafe-deserialization", action="store_true",
-                        help="let Keras load Lambda layers: this runs Python code stored in the .keras file, "
-                             "i.e. arbitrary code execution; only for files you trust")
+    add_user_code_arguments(parser, "loading SOURCE")
     parser.add_argument("--frontend", choices=("auto", "native", "converter"), default="auto",
                         help="how a Keras model is lowered: native (tflc's own rules per Keras layer, fused LSTMs), "
                              "converter (tf.lite.TFLiteConverter), or auto (native when every layer has a rule, "
