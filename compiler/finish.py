@@ -40,8 +40,7 @@ def finish(model: Model) -> Finished:
     parts = model.parts()
     plan = handoff.plan(parts, model.inputs, model.outputs)
     versions = [_min_runtime(p) for p in parts]
-    # A stateful model left whole (no partition pass) stays loaded across calls too.
-    resident = [bool(p.resident) or any(handoff.is_stateful(op) for _, op in p.operators()) for p in parts]
+    resident = [handoff.holds_state(p) for p in parts]
     census = precision(model) if model.stages is None else _union([precision(p) for p in parts])
     return Finished(model, parts, plan, versions, resident, census,
                     memory.estimate_run(parts, handoff=plan))

@@ -45,6 +45,12 @@ def is_stateful(op: Operator) -> bool:
     return any(o.builtin_code in STATEFUL_OPS or any(not numeric(t) for t in o.tensors()) for o in ops)
 
 
+def holds_state(model) -> bool:
+    """The model (or stage) holds resource variables: a runtime must keep it loaded across calls, or the
+    variables' state is lost between them (the manifest's `resident`)."""
+    return any(is_stateful(op) for op in model.main.operators)
+
+
 def constant_derived(sg: Subgraph, outputs_too: bool = False) -> set[int]:
     """ids of the operators of `sg` whose inputs are all constants or outputs of such operators (e.g.
     DEQUANTIZE of a float16 weight, DENSIFY of a sparse one), computed in the subgraph's order. Ops with
@@ -220,10 +226,8 @@ def plan(stages: Sequence, model_inputs: Sequence[Tensor] | None = None,
         output_sources.append({"stage": produced[t.name], "output": t.name})
     for h in entries.values():
         h.drop_after = None if h.name in out_names else max(h.consumed_by, default=h.produced_by)
-    held = []
-    for k in range(len(stages)):
-        first = {h.name: (-1 if h.produced_by is None else h.produced_by) for h in entries.values()}
-        held.append(sum(h.bytes for h in entries.values()
-                        if first[h.name] <= k and (h.drop_after is None or k <= h.drop_after)))
+    first = {h.name: (-1 if h.produced_by is None else h.produced_by) for h in entries.values()}
+    held = [sum(h.bytes for h in entries.values() if first[h.name] <= k and (h.drop_after is None or k <= h.drop_after))
+            for k in range(len(stages))]
     handoff = [h for h in entries.values() if h.consumed_by]
     return Plan(stage_sources, output_sources, handoff, held)

@@ -256,9 +256,6 @@ class Model:
     # outputs are named tensors; a stage input's value comes from the model input or the earlier
     # stage output of the same name (the handoff contract in manifest.json is derived from that).
     stages: list["Model"] | None = None
-    # A stage that holds resource variables (VAR_HANDLE/READ_VARIABLE/ASSIGN_VARIABLE, CALL_ONCE): the
-    # runtime must keep it loaded across calls, or the variables' state is lost between them.
-    resident: bool = False
 
     @property
     def main(self) -> Subgraph:

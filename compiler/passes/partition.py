@@ -20,7 +20,7 @@ from ai_edge_litert import schema_py_generated as schema
 from compiler.errors import PartitionError
 from compiler.ir import Model, Operator, Subgraph, Tensor
 from compiler.ir.layers import layer_of_name, layer_of_op
-from compiler.handoff import constant_derived
+from compiler.handoff import constant_derived, holds_state, is_stateful
 from compiler.memory import INTERPRETER_OVERHEAD, PROCESS_BASELINE, Estimator, _scratch
 from compiler.passes import PassContext, register
 
@@ -99,8 +99,6 @@ def branch_order(model: Model) -> tuple[list[Operator], list[int], list[str]]:
     only model input it depends on is i; ops depending on several inputs (the merge and all after it)
     form the last group; ops depending on no input go to the first group that consumes them (a CALL_ONCE
     initializer, which nothing consumes, goes with the first stateful op)."""
-    from compiler.handoff import is_stateful
-
     main = model.main
     ops = main.operators
     dep: dict[int, frozenset[int]] = {id(t): frozenset([i]) for i, t in enumerate(main.inputs)}
@@ -218,8 +216,6 @@ class Schedule:
 def _initializers_first_use(ops: list[Operator]) -> list[Operator]:
     """Move each CALL_ONCE (no data dependencies) to just before the first other stateful op, so the
     stateful span that must stay in one stage is as short as the model allows."""
-    from compiler.handoff import is_stateful
-
     inits = [op for op in ops if op.builtin_code == OP.CALL_ONCE]
     rest = [op for op in ops if op.builtin_code != OP.CALL_ONCE]
     if not inits:
@@ -233,8 +229,6 @@ def _initializers_first_use(ops: list[Operator]) -> list[Operator]:
 def build_stages(model: Model, cuts: list[int], sched: Schedule | None = None) -> list[Model]:
     """Standalone stage models for the main subgraph cut before each position in `cuts` (positions in
     `Schedule(model).ops`, the operators minus the constant-derived ones each stage recomputes)."""
-    from compiler.handoff import is_stateful
-
     sched = sched or Schedule(model)
     main = model.main
     bad = sorted(set(cuts) & sched.forbidden)
@@ -270,8 +264,7 @@ def build_stages(model: Model, cuts: list[int], sched: Schedule | None = None) -
         sg.tensors = sg.referenced_tensors()
         called = [s for op in stage_ops for s in op.called_subgraphs()]
         stage = Model(subgraphs=[sg], version=model.version, description=model.description,
-                      metadata=list(model.metadata), keras_layers=model.keras_layers,
-                      resident=any(is_stateful(op) for op in stage_ops))
+                      metadata=list(model.metadata), keras_layers=model.keras_layers)
         stage.subgraphs = [sg] + [s for s in stage.reachable_subgraphs(called) if s is not sg] if called else [sg]
         stages.append(stage)
     return stages
@@ -510,7 +503,7 @@ def partition(model: Model, *, ctx: PassContext, stages: int = 0, budget: str | 
     ctx.note("partition", "stages", len(model.stages))
     ctx.note("partition", "xnnpack", xnnpack)
     ctx.note("partition", "recomputed_constant_ops", sum(len(s.main.operators) for s in model.stages) - len(sched.ops))
-    resident = [k for k, s in enumerate(model.stages) if s.resident]
+    resident = [k for k, s in enumerate(model.stages) if holds_state(s)]
     if resident:
         ctx.note("partition", "resident_stages", resident)
     if limit is not None:
