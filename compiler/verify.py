@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import SourceError, TflcError, UsageError
+from compiler.files import atomic_write
 
 EPS = 1e-30
 
@@ -535,21 +535,8 @@ def verify(build_dir: str | os.PathLike, data: str, *, max_drop: float | None = 
     report["budgets"] = {"max_drop": max_drop, "min_agreement": min_agreement, "min_snr": min_snr}
     report["breaches"] = breaches
     report["seconds"] = round(time.perf_counter() - start, 2)
-    _write_json_atomic(build / "verify.json", report)
+    atomic_write(build / "verify.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
     return report
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".verify-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def format_table(report: dict) -> str:
